@@ -1,0 +1,155 @@
+"""Command-line front: Hydra overrides, Lightning-CLI style flags, and errors that list valid names.
+
+``--trainer.max_epochs=2`` and ``--trainer.max_epochs 2`` become Hydra's ``trainer.max_epochs=2``;
+Hydra's own flags (``-m``, ``--cfg job``, ...) pass through untouched. Before Hydra runs, the
+overrides are composed once so that a typo fails with the list of valid names at that level.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+
+CONFIG_DIR = Path(os.environ.get("TMKD_CONFIG_DIR", Path(__file__).resolve().parents[1] / "configs"))
+CONFIG_NAME = "train"
+
+# Hydra's own flags: name -> whether it takes a value.
+HYDRA_FLAGS = {
+    "--help": False, "-h": False, "--hydra-help": False, "--version": False, "--resolve": False,
+    "--multirun": False, "-m": False, "--run": False, "-r": False,
+    "--cfg": True, "-c": True, "--package": True, "-p": True, "--info": False, "-i": False,
+    "--config-path": True, "-cp": True, "--config-name": True, "-cn": True, "--config-dir": True, "-cd": True,
+    "--experimental-rerun": True, "--shell-completion": False, "-sc": False,
+}
+
+
+class UsageError(ValueError):
+    """A command line that cannot run; the message says what is wrong and what is valid."""
+
+
+def normalize_argv(argv: Sequence[str]) -> list[str]:
+    """Rewrite Lightning-CLI style ``--a.b=c`` / ``--a.b c`` to Hydra's ``a.b=c``."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        flag = arg.split("=", 1)[0]
+        if flag in HYDRA_FLAGS or not arg.startswith("--"):
+            out.append(arg)
+            if HYDRA_FLAGS.get(flag) and "=" not in arg and i + 1 < len(argv):
+                out.append(argv[i + 1])
+                i += 1
+            i += 1
+            continue
+        key, eq, value = arg[2:].partition("=")
+        if not key:
+            raise UsageError(f"cannot parse argument {arg!r}")
+        if not eq:
+            if i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                value = argv[i + 1]
+                i += 1
+            else:
+                value = "true"  # a bare --flag switches a boolean on
+        out.append(f"{key}={value}")
+        i += 1
+    return out
+
+
+def config_groups() -> list[str]:
+    return sorted(p.name for p in CONFIG_DIR.iterdir() if p.is_dir())
+
+
+def group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+def _compose(overrides: list[str]) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(CONFIG_NAME, overrides=overrides)
+
+
+def _trainer_params() -> set[str]:
+    import pytorch_lightning as pl
+
+    return set(inspect.signature(pl.Trainer.__init__).parameters) - {"self"}
+
+
+def check_overrides(overrides: list[str]) -> list[str]:
+    """Compose once; return the overrides (Trainer args missing from the config get Hydra's ``+``).
+
+    Raises UsageError naming the bad key or option and listing the valid ones.
+    """
+    groups = set(config_groups())
+    picks, values = [], []
+    for ov in overrides:
+        key = ov.split("=", 1)[0].lstrip("+~")
+        (picks if key in groups else values).append(ov)
+    for ov in picks:
+        key, _, value = ov.lstrip("+~").partition("=")
+        if value not in ("null", "") and value not in group_options(key):
+            raise UsageError(f"unknown {key} {value!r}; valid {key} names: {', '.join(group_options(key))}")
+    try:
+        base = _compose(picks)
+    except HydraException as err:
+        raise UsageError(str(err)) from err
+    fixed = list(picks)
+    for ov in values:
+        if ov.startswith(("+", "~")) or ov.startswith("hydra.") or "=" not in ov:
+            fixed.append(ov)
+            continue
+        key = ov.split("=", 1)[0]
+        parent_key, _, leaf = key.rpartition(".")
+        parent = OmegaConf.select(base, parent_key) if parent_key else base
+        if isinstance(parent, DictConfig) and leaf in parent:
+            fixed.append(ov)
+        elif parent_key == "trainer" and leaf in _trainer_params():
+            fixed.append("+" + ov)  # any Lightning Trainer argument, as Lightning's CLI allows
+        elif isinstance(parent, DictConfig):
+            raise UsageError(f"unknown key {key!r}; valid keys under {parent_key or 'the top level'!r}: "
+                             f"{', '.join(sorted(str(k) for k in parent))}"
+                             + ("" if parent_key != "trainer" else " (or any pytorch_lightning.Trainer argument)")
+                             + f". To add a new key on purpose, write +{ov}")
+        else:
+            raise UsageError(f"unknown key {key!r}: {parent_key!r} is not a config section; top-level keys: "
+                             f"{', '.join(sorted(str(k) for k in base))}")
+    try:
+        _compose(fixed)
+    except HydraException as err:
+        raise UsageError(str(err)) from err
+    return fixed
+
+
+def prepare_argv(argv: Sequence[str]) -> list[str]:
+    """Normalised and checked argv for Hydra (checked only for single runs; sweeps expand later)."""
+    args = normalize_argv(argv)
+    flags = [a for a in args if a.startswith("-")]
+    if any(f.split("=")[0] in ("-m", "--multirun", "--help", "-h", "--hydra-help", "--info", "-i",
+                                "--shell-completion", "-sc", "--version") for f in flags):
+        return args
+    plain_overrides = [a for a in args if not a.startswith("-") and not _is_flag_value(args, a)]
+    checked = check_overrides(plain_overrides)
+    rest = [a for a in args if a not in plain_overrides]
+    return rest + checked
+
+
+def _is_flag_value(args: list[str], arg: str) -> bool:
+    i = args.index(arg)
+    return i > 0 and HYDRA_FLAGS.get(args[i - 1], False)
+
+
+def main_entry(app: object, argv: Sequence[str] | None = None) -> None:
+    """Run the Hydra ``app`` with a normalised command line; usage errors exit 2 with their message."""
+    try:
+        args = prepare_argv(sys.argv[1:] if argv is None else argv)
+    except UsageError as err:
+        print(f"tmkd: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    sys.argv = [sys.argv[0], *args]
+    app()  # type: ignore[operator]

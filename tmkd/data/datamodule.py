@@ -1,0 +1,91 @@
+"""LightningDataModule for a registered task: load, validate, cap, tokenise (per view), batch."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytorch_lightning as pl
+from datasets import Dataset, DatasetDict
+from torch.utils.data import DataLoader
+from transformers import PreTrainedTokenizerBase
+from transformers.trainer_pt_utils import LengthGroupedSampler
+
+from tmkd.data.loading import load_splits
+from tmkd.data.tasks import TaskSpec
+from tmkd.data.tokenize import MultiViewCollator, encode, view_lengths
+
+STUDENT = "student"
+
+
+class TaskDataModule(pl.LightningDataModule):
+    """Batches carry ``labels``, ``row_id`` and ``inputs[view]`` for every tokenizer in ``tokenizers``.
+
+    The first view (``student`` by convention) is the trained model's; the others are teachers' that
+    run online. ``group_by_length`` batches similar lengths together (HF's LengthGroupedSampler), which
+    cuts padding a lot on tasks with very uneven lengths such as RTE.
+    """
+
+    def __init__(
+        self,
+        task: TaskSpec,
+        tokenizers: Mapping[str, PreTrainedTokenizerBase],
+        data_dir: str | None = None,
+        batch_size: int = 32,
+        eval_batch_size: int = 64,
+        max_length: int | None = None,
+        max_train_samples: int | None = None,
+        max_eval_samples: int | None = None,
+        group_by_length: bool = False,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if not tokenizers:
+            raise ValueError("TaskDataModule needs at least one tokenizer")
+        if batch_size <= 0 or eval_batch_size <= 0:
+            raise ValueError(f"batch sizes must be positive, got {batch_size} and {eval_batch_size}")
+        self.task = task
+        self.tokenizers = dict(tokenizers)
+        self.data_dir = data_dir
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.max_length = max_length or task.max_length
+        self.max_train_samples = max_train_samples
+        self.max_eval_samples = max_eval_samples
+        self.group_by_length = group_by_length
+        self.num_workers = num_workers
+        self.seed = seed
+        self.raw: DatasetDict | None = None
+        self.encoded: dict[str, Dataset] = {}
+        self.collator = MultiViewCollator(self.tokenizers)
+
+    @property
+    def main_view(self) -> str:
+        return next(iter(self.tokenizers))
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.encoded:
+            return
+        self.raw = load_splits(self.task, self.data_dir, self.max_train_samples, self.max_eval_samples, self.seed)
+        for split, ds in self.raw.items():
+            self.encoded[split] = encode(ds, self.tokenizers, self.task, self.max_length, split)
+
+    def _loader(self, ds: Dataset, batch_size: int, train: bool) -> DataLoader:
+        sampler: Any = None
+        shuffle = train
+        if train and self.group_by_length:
+            sampler = LengthGroupedSampler(batch_size, lengths=view_lengths(ds, self.main_view))
+            shuffle = False
+        return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, sampler=sampler, collate_fn=self.collator,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.encoded[self.task.train_split], self.batch_size, train=True)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return [self._loader(self.encoded[s], self.eval_batch_size, train=False) for s in self.task.eval_splits]
+
+    def split_loader(self, split: str) -> DataLoader:
+        """An ordered loader over one split (for teacher caching and evaluation), never shuffled."""
+        return self._loader(self.encoded[split], self.eval_batch_size, train=False)

@@ -1,0 +1,130 @@
+"""Load a task's raw splits: from the hub by default, from local files under ``data.dir`` when given.
+
+Every split is validated here (columns, labels, emptiness) so bad data fails before any training,
+with an error that names the file, split or column at fault.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import datasets
+from datasets import Dataset, DatasetDict
+
+from tmkd.data import synthetic
+from tmkd.data.tasks import TaskSpec
+
+log = logging.getLogger(__name__)
+
+# Extension -> `datasets` packaged builder. Parquet first: it is what ../shared/data ships.
+LOCAL_FORMATS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
+
+
+class DataError(ValueError):
+    """A task's data is missing, unreadable or inconsistent with its task spec."""
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
+    """``data.dir`` wins, then env ``TMKD_DATA_DIR``; ``None`` means "load from the hub"."""
+    chosen = data_dir if data_dir not in (None, "") else os.environ.get("TMKD_DATA_DIR") or None
+    if chosen is None:
+        return None
+    path = Path(chosen).expanduser()
+    if not path.is_dir():
+        raise DataError(f"data.dir {str(path)!r} is not a directory")
+    return path
+
+
+def _local_file(folder: Path, split: str) -> Path:
+    for ext in LOCAL_FORMATS:
+        candidate = folder / f"{split}{ext}"
+        if candidate.is_file():
+            return candidate
+    present = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    raise DataError(
+        f"no file for split {split!r} in {folder} (looked for {split}{{{','.join(LOCAL_FORMATS)}}}); "
+        f"present: {present or 'nothing (folder missing)'}"
+    )
+
+
+def _load_local(folder: Path, splits: list[str]) -> DatasetDict:
+    out = {}
+    for split in splits:
+        path = _local_file(folder, split)
+        try:
+            loaded = datasets.load_dataset(LOCAL_FORMATS[path.suffix], data_files={split: str(path)})
+        except Exception as err:  # datasets raises many types for a bad file; all mean "unreadable"
+            raise DataError(f"cannot read {path}: {type(err).__name__}: {err}") from err
+        out[split] = loaded[split]
+    return DatasetDict(out)
+
+
+def _load_hub(task: TaskSpec, splits: list[str]) -> DatasetDict:
+    if task.hub_id is None:
+        raise DataError(f"task {task.name!r} has no hub dataset; set data.dir to a folder with its files")
+    loaded = datasets.load_dataset(task.hub_id, task.hub_config)
+    missing = [s for s in splits if s not in loaded]
+    if missing:
+        raise DataError(f"{task.hub_id}/{task.hub_config} has no split(s) {missing}; it has {list(loaded)}")
+    return DatasetDict({s: loaded[s] for s in splits})
+
+
+def validate_split(ds: Dataset, task: TaskSpec, split: str) -> Dataset:
+    """Check columns and labels; drop the task's unlabelled rows (e.g. SNLI -1)."""
+    needed = [*task.text_columns, task.label_column]
+    missing = [c for c in needed if c not in ds.column_names]
+    if missing:
+        raise DataError(f"{task.name}/{split}: missing column(s) {missing}; columns present: {ds.column_names}")
+    if task.drop_labels:
+        drop = set(task.drop_labels)
+        ds = ds.filter(lambda y: [v not in drop for v in y], input_columns=task.label_column, batched=True,
+                       desc=f"Dropping unlabelled rows ({split})")
+    if len(ds) == 0:
+        raise DataError(f"{task.name}/{split} is empty")
+    bad = sorted(v for v in ds.unique(task.label_column) if not (isinstance(v, int) and 0 <= v < task.num_labels))
+    if bad:
+        raise DataError(
+            f"{task.name}/{split}: label value(s) {bad[:10]} outside the label set "
+            f"{dict(enumerate(task.label_names))}"
+        )
+    return ds
+
+
+def load_splits(
+    task: TaskSpec,
+    data_dir: str | os.PathLike | None = None,
+    max_train_samples: int | None = None,
+    max_eval_samples: int | None = None,
+    seed: int = 0,
+) -> DatasetDict:
+    """The task's train and eval splits, validated, capped, with a ``row_id`` column (0..n-1).
+
+    ``row_id`` is each row's position in the capped split; soft-target caches are indexed by it.
+    A train cap takes a seeded random subset (files can be sorted by label); eval caps take the head.
+    """
+    splits = [task.train_split, *task.eval_splits]
+    if task.synthetic is not None:
+        folder = synthetic.materialise(task.name, task.text_columns, task.eval_splits[0], task.synthetic)
+        raw = _load_local(folder, splits)
+    else:
+        root = resolve_data_dir(data_dir)
+        if root is not None:
+            raw = _load_local(root / (task.local_path or task.name), splits)
+        else:
+            raw = _load_hub(task, splits)
+    out = {}
+    for split in splits:
+        ds = validate_split(raw[split], task, split)
+        cap = max_train_samples if split == task.train_split else max_eval_samples
+        if cap is not None:
+            if cap <= 0:
+                raise DataError(f"sample caps must be positive, got {cap} for {task.name}/{split}")
+            if cap < len(ds):
+                ds = ds.shuffle(seed=seed).select(range(cap)) if split == task.train_split else ds.select(range(cap))
+        if "row_id" in ds.column_names:
+            ds = ds.remove_columns("row_id")
+        out[split] = ds.add_column("row_id", list(range(len(ds))))
+        log.info("%s/%s: %d rows", task.name, split, len(ds))
+    return DatasetDict(out)

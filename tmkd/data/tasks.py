@@ -1,0 +1,99 @@
+"""Task registry: what a task is (data source, columns, labels, metrics) in one declarative record.
+
+Adding a task is one ``register_task(TaskSpec(...))`` call plus one ``configs/task/<name>.yaml``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from tmkd.registry import Registry
+
+TASKS: Registry = Registry("task")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything tmkd needs to load, tokenise and score a task.
+
+    ``eval_splits`` are evaluated every epoch; the first one drives checkpointing and is logged as
+    ``val/<metric>``, the others as ``val_<suffix>/<metric>`` (e.g. MNLI mismatched -> ``val_mismatched``).
+    """
+
+    name: str
+    text_columns: tuple[str, ...]
+    label_names: tuple[str, ...]
+    hub_id: str | None = None
+    hub_config: str | None = None
+    local_path: str | None = None  # relative folder under data.dir, e.g. "glue/rte"
+    label_column: str = "label"
+    metrics: tuple[str, ...] = ("accuracy",)
+    main_metric: str = "accuracy"
+    max_length: int = 128
+    train_split: str = "train"
+    eval_splits: tuple[str, ...] = ("validation",)
+    drop_labels: tuple[int, ...] = ()  # e.g. SNLI's -1 (no gold label)
+    kind: str = "classification"  # room for "qa" (SQuAD) later
+    synthetic: dict[str, Any] | None = field(default=None, hash=False)  # generator options, if synthetic
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return dict(enumerate(self.label_names))
+
+    def split_prefix(self, split: str) -> str:
+        """Logging prefix of an eval split: the first is ``val``, others ``val_<suffix>``."""
+        if split == self.eval_splits[0]:
+            return "val"
+        return "val_" + split.removeprefix("validation_")
+
+    def with_overrides(self, **overrides: Any) -> TaskSpec:
+        """A copy with config overrides applied (``None`` values mean "keep the registered default")."""
+        valid = {f for f in self.__dataclass_fields__}
+        unknown = sorted(set(overrides) - valid)
+        if unknown:
+            raise ValueError(f"unknown task field(s) {unknown} for task {self.name!r}; valid: {sorted(valid)}")
+        clean = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items() if v is not None}
+        if isinstance(clean.get("synthetic"), dict) and self.synthetic is not None:
+            clean["synthetic"] = {**self.synthetic, **clean["synthetic"]}  # e.g. only n_train changed
+        return replace(self, **clean)
+
+
+def register_task(spec: TaskSpec) -> TaskSpec:
+    TASKS.register(spec.name)(spec)
+    return spec
+
+
+def get_task(name: str, **overrides: Any) -> TaskSpec:
+    """Look a task up by name (the error lists the registered names) and apply config overrides."""
+    spec: TaskSpec = TASKS.get(name)
+    return spec.with_overrides(**overrides) if overrides else spec
+
+
+_NLI2 = ("entailment", "not_entailment")
+_NLI3 = ("entailment", "neutral", "contradiction")
+
+register_task(TaskSpec("rte", ("sentence1", "sentence2"), _NLI2, "nyu-mll/glue", "rte", "glue/rte"))
+register_task(TaskSpec("qnli", ("question", "sentence"), _NLI2, "nyu-mll/glue", "qnli", "glue/qnli"))
+register_task(TaskSpec(
+    "mnli", ("premise", "hypothesis"), _NLI3, "nyu-mll/glue", "mnli", "glue/mnli",
+    eval_splits=("validation_matched", "validation_mismatched"),
+))
+register_task(TaskSpec(
+    "snli", ("premise", "hypothesis"), _NLI3, "stanfordnlp/snli", None, "snli", drop_labels=(-1,),
+))
+register_task(TaskSpec("sst2", ("sentence",), ("negative", "positive"), "nyu-mll/glue", "sst2", "glue/sst2",
+                       max_length=66))
+# Synthetic tasks (tmkd/data/synthetic.py): generated from a seed, no download; they drive tests and the quickstart.
+register_task(TaskSpec(
+    "synth_pair", ("sentence1", "sentence2"), ("entailment", "not_entailment"), max_length=48,
+    synthetic={"labels": 2, "n_train": 2000, "n_eval": 500, "noise": 0.1, "seed": 0},
+))
+register_task(TaskSpec(
+    "synth_nli", ("premise", "hypothesis"), _NLI3, max_length=48,
+    synthetic={"labels": 3, "n_train": 3000, "n_eval": 600, "noise": 0.1, "seed": 0},
+))

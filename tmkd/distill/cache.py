@@ -1,0 +1,148 @@
+"""On-disk soft-target cache: teacher forward passes are paid once across epochs, stages and trials.
+
+Keys are content hashes (see :func:`cache_key`, :func:`fingerprint_module`), so a changed teacher,
+dataset or preprocessing setting yields a new key instead of stale targets. Files are written
+atomically and verified by checksum on load; a damaged file is dropped and recomputed, never trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+logger = logging.getLogger(__name__)
+
+_FORMAT_VERSION = 1
+_KEY_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def _update_with_tensor(digest: Any, tensor: Tensor) -> None:
+    """Feed dtype, shape and raw bytes of ``tensor`` into a hashlib object (no extra full copy)."""
+    flat = tensor.detach().cpu().contiguous().reshape(-1)
+    digest.update(f"{flat.dtype}|{tuple(tensor.shape)}|".encode())
+    # Viewing as uint8 works for every dtype (bf16 included, which numpy cannot represent).
+    digest.update(flat.view(torch.uint8).numpy())
+
+
+def tensor_checksum(tensor: Tensor) -> str:
+    """sha256 over dtype, shape and bytes of ``tensor``."""
+    digest = hashlib.sha256()
+    _update_with_tensor(digest, tensor)
+    return digest.hexdigest()
+
+
+def fingerprint_module(model: nn.Module) -> str:
+    """sha256 over the state_dict (sorted names, dtype, shape, bytes): changes whenever any weight does."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode() + b"\0")
+        _update_with_tensor(digest, tensor)
+    return digest.hexdigest()
+
+
+def cache_key(**parts: Any) -> str:
+    """Stable key from JSON-serialisable parts (order-independent); 24 hex chars of their sha256."""
+    payload = json.dumps(parts, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+class SoftTargetCache:
+    """Directory of ``<key>.pt`` files, each holding a tensor, its checksum and JSON metadata."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, key: str) -> Path:
+        """File for ``key``; keys must be plain file names so they cannot escape the cache directory."""
+        if not isinstance(key, str) or not _KEY_PATTERN.fullmatch(key):
+            raise ValueError(f"invalid cache key {key!r}: use letters, digits, '_', '-', '.' only")
+        return self.root / f"{key}.pt"
+
+    def load(self, key: str) -> Tensor | None:
+        """The cached tensor (on CPU), or None when absent or damaged (damaged files are deleted)."""
+        entry = self.load_with_meta(key)
+        return None if entry is None else entry[0]
+
+    def load_with_meta(self, key: str) -> tuple[Tensor, dict[str, Any]] | None:
+        """Like :meth:`load`, also returning the metadata saved with the tensor."""
+        path = self.path(key)
+        if not path.exists():
+            return None
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # truncated/garbage files raise many types (EOFError, RuntimeError, ...)
+            return self._discard(path, f"unreadable: {type(exc).__name__}: {exc}")
+        if not isinstance(payload, dict) or payload.get("format") != _FORMAT_VERSION:
+            return self._discard(path, "not a soft-target cache entry")
+        tensor, checksum, meta_json = payload.get("tensor"), payload.get("sha256"), payload.get("meta")
+        if not isinstance(tensor, Tensor) or not isinstance(checksum, str) or not isinstance(meta_json, str):
+            return self._discard(path, "missing or mistyped fields")
+        if tensor_checksum(tensor) != checksum:
+            return self._discard(path, "checksum mismatch")
+        try:
+            meta = json.loads(meta_json)
+        except json.JSONDecodeError as exc:
+            return self._discard(path, f"bad metadata: {exc}")
+        return tensor, meta
+
+    def save(self, key: str, tensor: Tensor, meta: dict[str, Any] | None = None) -> Path:
+        """Write atomically, so readers (or a crash) never see a half-written entry."""
+        if not isinstance(tensor, Tensor):
+            raise TypeError(f"can only cache tensors, got {type(tensor).__name__}")
+        path = self.path(key)
+        tensor = tensor.detach().cpu().contiguous()
+        payload = {
+            "format": _FORMAT_VERSION,
+            "tensor": tensor,
+            "sha256": tensor_checksum(tensor),
+            # JSON text keeps torch.load(weights_only=True) happy whatever the metadata holds, and
+            # rejects non-serialisable metadata now rather than at load time.
+            "meta": json.dumps(meta or {}, sort_keys=True),
+        }
+        # Hand-rolled temp-file + os.replace: it is the stdlib atomic-rename idiom, and the dedicated
+        # package (atomicwrites) is archived/unmaintained. Same directory => same filesystem => atomic.
+        fd, tmp_name = tempfile.mkstemp(dir=self.root, prefix=f".{key}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                torch.save(payload, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp_name, path)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+        return path
+
+    def get_or_compute(
+        self, key: str, compute: Callable[[], Tensor], meta: dict[str, Any] | None = None
+    ) -> Tensor:
+        """Cached tensor for ``key``; otherwise ``compute()`` it once, store it and return it.
+
+        Always returns a detached CPU tensor, so a cold and a warm cache behave the same. Concurrent
+        writers of one key both compute; the atomic replace keeps the file valid either way.
+        """
+        cached = self.load(key)
+        if cached is not None:
+            return cached
+        tensor = compute()
+        if not isinstance(tensor, Tensor):
+            raise TypeError(f"compute() must return a tensor, got {type(tensor).__name__}")
+        tensor = tensor.detach().cpu()
+        self.save(key, tensor, meta)
+        return tensor
+
+    def _discard(self, path: Path, reason: str) -> None:
+        logger.warning("soft-target cache file %s is damaged (%s); deleting it", path, reason)
+        path.unlink(missing_ok=True)
+        return None

@@ -1,0 +1,126 @@
+"""Build sequence classifiers: from a hub id, a local folder, a tmkd run folder, or a tiny random config."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertConfig,
+    BertForSequenceClassification,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from tmkd.data.tasks import TaskSpec
+from tmkd.models.student import select_layers
+from tmkd.models.tokenizers import synthetic_tokenizer
+
+log = logging.getLogger(__name__)
+
+HF_EXPORT = "hf"  # sub-folder of a run with its save_pretrained export
+
+
+@dataclass
+class ModelSpec:
+    """How to obtain a model (the ``model`` / ``teacher`` / ``student`` config nodes).
+
+    - ``name_or_path``: hub id, a save_pretrained folder, or a tmkd run folder (its ``hf/`` export is used).
+    - ``tiny``: BertConfig kwargs for a small random model (with the synthetic tokenizer); tests only.
+    - ``tokenizer``: ``null`` (the model's own), ``synthetic`` / ``synthetic:<seed>``, or a hub id / path.
+    - ``layers`` / ``num_layers``: keep only these encoder layers (a student cut from its parent).
+    """
+
+    name_or_path: str | None = None
+    tiny: dict[str, Any] | None = None
+    tokenizer: str | None = None
+    layers: list[int] | None = None
+    num_layers: int | None = None
+    dropout: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> ModelSpec:
+        data = dict(cfg)
+        known = set(cls.__dataclass_fields__) - {"extra"}
+        unknown = sorted(set(data) - known - {"name", "weight"})
+        if unknown:
+            raise ValueError(f"unknown model option(s) {unknown}; valid: {sorted(known)}")
+        return cls(**{k: (list(v) if k == "layers" and v is not None else v) for k, v in data.items() if k in known})
+
+    def describe(self) -> str:
+        base = self.name_or_path or f"tiny-bert{self.tiny}"
+        if self.layers is not None or self.num_layers is not None:
+            base += f" layers={self.layers or self.num_layers}"
+        return base
+
+
+def resolve_path(name_or_path: str) -> str:
+    """A tmkd run folder points at its HF export; anything else is passed to from_pretrained as is."""
+    path = Path(name_or_path).expanduser()
+    if (path / HF_EXPORT / "config.json").is_file():
+        return str(path / HF_EXPORT)
+    if path.exists() and not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path} exists but holds no config.json (nor {HF_EXPORT}/config.json)")
+    return name_or_path
+
+
+def build_tokenizer(spec: ModelSpec) -> PreTrainedTokenizerBase:
+    name = spec.tokenizer
+    if name is None and spec.tiny is not None:
+        name = "synthetic"
+    if name is not None and name.startswith("synthetic"):
+        _, _, seed = name.partition(":")
+        return synthetic_tokenizer(int(seed or 0))
+    if name is None and spec.name_or_path is None:
+        raise ValueError("model needs name_or_path or tiny")
+    return AutoTokenizer.from_pretrained(resolve_path(name or spec.name_or_path))
+
+
+def build_classifier(spec: ModelSpec, task: TaskSpec, tokenizer: PreTrainedTokenizerBase | None = None
+                     ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A classifier with the task's labels (id2label / label2id set) and its tokenizer.
+
+    A checkpoint already fine-tuned with *other* labels is an error, not a silently re-initialised head.
+    """
+    tokenizer = tokenizer or build_tokenizer(spec)
+    labels = {"num_labels": task.num_labels, "id2label": task.id2label,
+              "label2id": {v: k for k, v in task.id2label.items()}}
+    if spec.tiny is not None:
+        if spec.name_or_path is not None:
+            raise ValueError("set either model.name_or_path or model.tiny, not both")
+        config = BertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **spec.tiny, **labels)
+        model: PreTrainedModel = BertForSequenceClassification(config)
+    else:
+        if spec.name_or_path is None:
+            raise ValueError("model needs name_or_path or tiny")
+        path = resolve_path(spec.name_or_path)
+        check_label_space(AutoConfig.from_pretrained(path), task, path)
+        model = AutoModelForSequenceClassification.from_pretrained(path, **labels)
+    if spec.dropout is not None:
+        for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            if hasattr(model.config, key):
+                setattr(model.config, key, spec.dropout)
+    if spec.layers is not None or spec.num_layers is not None:
+        model = select_layers(model, layers=spec.layers, num_layers=spec.num_layers)
+    return model, tokenizer
+
+
+def check_label_space(config: Any, task: TaskSpec, where: str) -> None:
+    """A fine-tuned checkpoint must carry the task's label names in the task's order.
+
+    Checkpoints without a trained head (plain encoders: labels ``LABEL_0``...) pass: their head is new.
+    """
+    names = [config.id2label[i] for i in sorted(config.id2label)] if getattr(config, "id2label", None) else []
+    generic = all(n == f"LABEL_{i}" for i, n in enumerate(names))
+    trained_head = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
+    if names and not generic and trained_head and tuple(names) != task.label_names:
+        raise ValueError(
+            f"label space mismatch for {where}: the checkpoint predicts {names}, "
+            f"task {task.name!r} expects {list(task.label_names)} (names and order must match)"
+        )

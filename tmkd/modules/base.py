@@ -1,0 +1,119 @@
+"""The shared LightningModule: optimiser, schedule, per-split metrics and best-score tracking.
+
+Fine-tuning and every distillation module subclass it and only say how a training loss is formed
+(``training_loss``) and, if they predict differently, how logits are formed (``predict_logits``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+from transformers import PreTrainedModel, get_linear_schedule_with_warmup
+
+from tmkd.data.datamodule import STUDENT
+from tmkd.data.tasks import TaskSpec
+from tmkd.modules.metrics import build_metrics
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warm-up then linear decay to zero (the BERT recipe)."""
+
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ValueError(f"optim.lr must be positive, got {self.lr}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"optim.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+
+
+class ClassifierModule(pl.LightningModule):
+    """Trains ``model`` (a HF sequence classifier) on ``task``; subclasses define the loss."""
+
+    def __init__(self, model: PreTrainedModel, task: TaskSpec, optim: OptimConfig | None = None,
+                 view: str = STUDENT) -> None:
+        super().__init__()
+        self.model = model.train()  # from_pretrained returns eval mode; Lightning keeps modes as found
+        self.task = task
+        self.optim = optim or OptimConfig()
+        self.view = view
+        self.val_metrics = nn.ModuleList([build_metrics(task.metrics, task.num_labels) for _ in task.eval_splits])
+        self.best: dict[str, float] = {}
+
+    # --- what subclasses change -------------------------------------------------------------
+    def training_loss(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
+        raise NotImplementedError
+
+    def predict_logits(self, inputs: dict[str, Tensor]) -> Tensor:
+        return self.model(**inputs).logits
+
+    def extra_metrics(self) -> dict[str, Any]:
+        """Run facts for metrics.json beyond the student's scores (distillation adds teachers')."""
+        return {}
+
+    def export_model(self) -> PreTrainedModel:
+        """The single HF classifier to ``save_pretrained`` (multi-head students fold their heads here)."""
+        return self.model
+
+    # --- loop ------------------------------------------------------------------------------------
+    def forward(self, inputs: dict[str, Tensor]) -> Tensor:
+        return self.predict_logits(inputs)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        loss, parts = self.training_loss(batch)
+        bs = batch["labels"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        for name, value in parts.items():
+            self.log(f"train/{name}", value, batch_size=bs)
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        logits = self.predict_logits(batch["inputs"][self.view])
+        self.val_metrics[dataloader_idx].update(logits.float().argmax(-1), batch["labels"])
+
+    def on_validation_epoch_end(self) -> None:
+        for split, metrics in zip(self.task.eval_splits, self.val_metrics, strict=True):
+            prefix = self.task.split_prefix(split)
+            for name, value in metrics.compute().items():
+                key = f"{prefix}/{name}"
+                value = float(value)
+                self.log(key, value, prog_bar=prefix == "val")
+                if not self.trainer.sanity_checking:
+                    self.best[key] = max(self.best.get(key, float("-inf")), value)
+                    self.log(f"{key}_best", self.best[key])
+            metrics.reset()
+
+    def configure_optimizers(self) -> Any:
+        decay, no_decay = [], []
+        for name, param in self.named_parameters():
+            if param.requires_grad:
+                (no_decay if param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(param)
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": self.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=self.optim.lr, eps=self.optim.eps,
+        )
+        total = int(self.trainer.estimated_stepping_batches)
+        scheduler = get_linear_schedule_with_warmup(optimizer, int(self.optim.warmup_ratio * total), total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["tmkd_best"] = dict(self.best)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.best = dict(checkpoint.get("tmkd_best", {}))
+
+
+class FineTuneModule(ClassifierModule):
+    """Plain supervised fine-tuning: cross-entropy on gold labels (teachers and no-KD baselines)."""
+
+    def training_loss(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
+        logits = self.model(**batch["inputs"][self.view]).logits
+        return nn.functional.cross_entropy(logits.float(), batch["labels"]), {}

@@ -1,0 +1,45 @@
+"""Turn a composed config into the objects of one run: task, module, and the tokenizers it needs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from transformers import PreTrainedTokenizerBase
+
+from tmkd.data.datamodule import STUDENT, TaskDataModule
+from tmkd.data.tasks import TaskSpec, get_task
+from tmkd.models.build import ModelSpec, build_classifier
+from tmkd.modules.base import ClassifierModule, FineTuneModule, OptimConfig
+
+FINETUNE = "finetune"
+
+
+def plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def build_task(cfg: DictConfig) -> TaskSpec:
+    overrides = {k: v for k, v in plain(cfg.task).items() if k != "name"}
+    return get_task(cfg.task.name, **overrides)
+
+
+def build_module(cfg: DictConfig, task: TaskSpec) -> tuple[ClassifierModule, dict[str, PreTrainedTokenizerBase]]:
+    """The LightningModule for ``cfg.stage`` and the tokenizers (views) its batches need, student first."""
+    optim = OptimConfig(**plain(cfg.optim))
+    model, tokenizer = build_classifier(ModelSpec.from_config(plain(cfg.model)), task)
+    if cfg.stage == FINETUNE:
+        return FineTuneModule(model, task, optim), {STUDENT: tokenizer}
+    from tmkd.pipeline.distill_factory import build_distill_module  # distillation adds teachers
+
+    return build_distill_module(cfg, task, model, tokenizer, optim)
+
+
+def build_datamodule(cfg: DictConfig, task: TaskSpec, tokenizers: dict[str, PreTrainedTokenizerBase]
+                     ) -> TaskDataModule:
+    d = cfg.data
+    return TaskDataModule(
+        task, tokenizers, data_dir=d.dir, batch_size=d.batch_size, eval_batch_size=d.eval_batch_size,
+        max_length=d.max_length, max_train_samples=d.max_train_samples, max_eval_samples=d.max_eval_samples,
+        group_by_length=d.group_by_length, num_workers=d.num_workers, seed=cfg.seed,
+    )
