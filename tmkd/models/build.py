@@ -34,6 +34,8 @@ class ModelSpec:
     - ``tiny``: BertConfig kwargs for a small random model (with the synthetic tokenizer); tests only.
     - ``tokenizer``: ``null`` (the model's own), ``synthetic`` / ``synthetic:<seed>``, or a hub id / path.
     - ``layers`` / ``num_layers``: keep only these encoder layers (a student cut from its parent).
+    - ``recipe``: ``{experiment, overrides}`` that trains ``name_or_path`` first when it is missing
+      (stage chaining; see tmkd.pipeline.distill_factory.ensure_trained).
     """
 
     name_or_path: str | None = None
@@ -42,6 +44,7 @@ class ModelSpec:
     layers: list[int] | None = None
     num_layers: int | None = None
     dropout: float | None = None
+    recipe: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

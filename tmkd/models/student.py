@@ -22,7 +22,7 @@ def find_layer_list(model: PreTrainedModel) -> tuple[nn.Module, str, nn.ModuleLi
     Works for BERT/RoBERTa/MPNet (``encoder.layer``), DistilBERT (``transformer.layer``) and the like.
     """
     depth = model.config.num_hidden_layers
-    for name, module in model.named_modules():
+    for _, module in model.named_modules():
         for child_name, child in module.named_children():
             if isinstance(child, nn.ModuleList) and len(child) == depth and child_name in ("layer", "layers"):
                 return module, child_name, child

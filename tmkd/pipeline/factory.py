@@ -11,6 +11,7 @@ from tmkd.data.datamodule import STUDENT, TaskDataModule
 from tmkd.data.tasks import TaskSpec, get_task
 from tmkd.models.build import ModelSpec, build_classifier
 from tmkd.modules.base import ClassifierModule, FineTuneModule, OptimConfig
+from tmkd.pipeline.chain import ensure_trained
 
 FINETUNE = "finetune"
 
@@ -27,10 +28,11 @@ def build_task(cfg: DictConfig) -> TaskSpec:
 def build_module(cfg: DictConfig, task: TaskSpec) -> tuple[ClassifierModule, dict[str, PreTrainedTokenizerBase]]:
     """The LightningModule for ``cfg.stage`` and the tokenizers (views) its batches need, student first."""
     optim = OptimConfig(**plain(cfg.optim))
+    ensure_trained(plain(cfg.model))  # a stage-2 model may be a stage-1 run that has to happen first
     model, tokenizer = build_classifier(ModelSpec.from_config(plain(cfg.model)), task)
     if cfg.stage == FINETUNE:
         return FineTuneModule(model, task, optim), {STUDENT: tokenizer}
-    from tmkd.pipeline.distill_factory import build_distill_module  # distillation adds teachers
+    from tmkd.pipeline.distill_factory import build_distill_module
 
     return build_distill_module(cfg, task, model, tokenizer, optim)
 

@@ -1,0 +1,122 @@
+"""Frozen teachers, each with its own tokenizer, evaluated together: logits [teachers, batch, classes].
+
+Teachers and student may use different vocabularies (an MPNet teacher, a BERT-vocabulary student),
+so every teacher reads the raw text through its own tokenizer. Teachers that share a tokenizer
+share one tokenised *view* of the data, so nothing is encoded twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from tmkd.data.tasks import TaskSpec
+from tmkd.distill.cache import fingerprint_module
+
+
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    """Same fingerprint <=> same token ids for the same text (vocab, normaliser, special tokens)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        state = json.loads(backend.to_str())
+        # Truncation/padding are per-call settings the backend remembers after use: not identity.
+        state.pop("truncation", None)
+        state.pop("padding", None)
+        spec = json.dumps(state, sort_keys=True)
+    else:
+        spec = repr(sorted(tokenizer.get_vocab().items()))
+    extra = repr((type(tokenizer).__name__, tokenizer.padding_side, tokenizer.model_input_names))
+    return hashlib.sha256((spec + extra).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Teacher:
+    name: str
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    weight: float = 1.0
+    source: str = ""
+    view: str = ""  # the tokenised view (see TeacherEnsemble.assign_views) this teacher reads
+    _fingerprint: str | None = field(default=None, repr=False)
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of the weights: soft targets cached under it go stale exactly when the weights change."""
+        if self._fingerprint is None:
+            self._fingerprint = fingerprint_module(self.model)
+        return self._fingerprint
+
+
+class TeacherEnsemble:
+    """N frozen teachers. Deliberately *not* an nn.Module: teachers must not land in the student's
+    checkpoints, optimiser or ``.parameters()``; the owner moves them with :meth:`to`.
+    """
+
+    def __init__(self, teachers: list[Teacher], task: TaskSpec) -> None:
+        if not teachers:
+            raise ValueError("distillation needs at least one teacher (distill.teachers is empty)")
+        names = [t.name for t in teachers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"teacher names must be unique, got {names}")
+        for t in teachers:
+            n = t.model.config.num_labels
+            if n != task.num_labels:
+                raise ValueError(f"teacher {t.name!r} has {n} labels, task {task.name!r} has {task.num_labels}")
+            t.model.eval().requires_grad_(False)
+        self.teachers = teachers
+        self.task = task
+        self.forward_batches = 0  # teacher forward passes run (batches), for tests and benchmarks
+
+    def __len__(self) -> int:
+        return len(self.teachers)
+
+    @property
+    def names(self) -> list[str]:
+        return [t.name for t in self.teachers]
+
+    @property
+    def weights(self) -> list[float]:
+        return [t.weight for t in self.teachers]
+
+    def assign_views(self, student_view: str, student_tokenizer: PreTrainedTokenizerBase
+                     ) -> dict[str, PreTrainedTokenizerBase]:
+        """Give each teacher a view name; returns the extra views (tokenizers) the data must provide."""
+        by_print = {tokenizer_fingerprint(student_tokenizer): student_view}
+        extra: dict[str, PreTrainedTokenizerBase] = {}
+        for t in self.teachers:
+            fp = tokenizer_fingerprint(t.tokenizer)
+            if fp not in by_print:
+                by_print[fp] = f"teacher_{t.name}"
+                extra[by_print[fp]] = t.tokenizer
+            t.view = by_print[fp]
+        return extra
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> TeacherEnsemble:
+        """Move teachers; on GPU pass ``dtype=torch.bfloat16`` to halve their memory and time."""
+        for t in self.teachers:
+            t.model.to(device=device, dtype=dtype)
+        return self
+
+    @torch.inference_mode()
+    def teacher_logits(self, index: int, inputs: dict[str, Tensor]) -> Tensor:
+        self.forward_batches += 1
+        return self.teachers[index].model(**inputs).logits.float()
+
+    def logits(self, inputs_by_view: dict[str, dict[str, Tensor]]) -> Tensor:
+        """Per-teacher logits, shape [teachers, batch, classes], each from its own view of the batch."""
+        return torch.stack([self.teacher_logits(i, inputs_by_view[t.view]) for i, t in enumerate(self.teachers)])
+
+    @torch.inference_mode()
+    def hidden_states(self, index: int, inputs: dict[str, Tensor]) -> tuple[Tensor, ...]:
+        self.forward_batches += 1
+        out = self.teachers[index].model(**inputs, output_hidden_states=True)
+        return tuple(h.float() for h in out.hidden_states)
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [{"name": t.name, "weight": t.weight, "source": t.source} for t in self.teachers]

@@ -1,0 +1,85 @@
+"""Build a distillation run: teachers (trained first when a recipe says how), aggregator, module, views."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from omegaconf import DictConfig
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from tmkd.data.datamodule import STUDENT
+from tmkd.data.tasks import TaskSpec
+from tmkd.distill.aggregators import build_aggregator
+from tmkd.distill.ensemble import Teacher, TeacherEnsemble
+from tmkd.models.build import ModelSpec, build_classifier
+from tmkd.modules.base import OptimConfig
+from tmkd.modules.distill import MODULES, DistillConfig, DistillModule
+from tmkd.pipeline.chain import ensure_trained
+
+log = logging.getLogger(__name__)
+TEACHER_KEYS = {"name", "weight"}
+
+
+def build_teachers(specs: list[dict[str, Any]], task: TaskSpec) -> TeacherEnsemble:
+    if not specs:
+        raise ValueError("stage needs teachers: set distill.teachers (see configs/experiment/m_o_1_rte.yaml)")
+    teachers = []
+    for i, spec in enumerate(specs):
+        ensure_trained(spec)
+        model_spec = ModelSpec.from_config({k: v for k, v in spec.items() if k not in TEACHER_KEYS})
+        model, tokenizer = build_classifier(model_spec, task)
+        weight = float(spec.get("weight", 1.0))
+        if weight < 0:
+            raise ValueError(f"teacher {spec.get('name', i)!r}: weight must be >= 0, got {weight}")
+        teachers.append(Teacher(spec.get("name") or f"t{i}", model, tokenizer, weight, model_spec.describe()))
+    return TeacherEnsemble(teachers, task)
+
+
+def select_teachers(specs: list[dict[str, Any]], names: list[str] | None) -> list[dict[str, Any]]:
+    """The teachers named in ``distill.use_teachers`` (in that order), or all when it is null."""
+    if names is None:
+        return specs
+    by_name = {s.get("name"): s for s in specs}
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise ValueError(f"distill.use_teachers names {missing} not in distill.teachers {list(by_name)}")
+    return [by_name[n] for n in names]
+
+
+def distill_config(node: dict[str, Any]) -> DistillConfig:
+    hidden = node.get("hidden") or {}
+    return DistillConfig(
+        loss=node["loss"], temperature=float(node["temperature"]), alpha=float(node["alpha"]),
+        cache=bool(node["cache"]), cache_dir=node.get("cache_dir"),
+        hidden_weight=float(hidden.get("weight", 0.0)), hidden_teacher=int(hidden.get("teacher", 0)),
+        hidden_layer_map={int(k): int(v) for k, v in (hidden.get("layer_map") or {}).items()},
+    )
+
+
+def build_distill_module(cfg: DictConfig, task: TaskSpec, model: PreTrainedModel,
+                         tokenizer: PreTrainedTokenizerBase, optim: OptimConfig
+                         ) -> tuple[DistillModule, dict[str, PreTrainedTokenizerBase]]:
+    from tmkd.pipeline.factory import plain
+
+    if cfg.stage not in MODULES:
+        raise ValueError(f"unknown stage {cfg.stage!r}; valid: finetune, {', '.join(MODULES)}")
+    node = plain(cfg.distill)
+    dcfg = distill_config(node)
+    ensemble = build_teachers(select_teachers(node["teachers"], node.get("use_teachers")), task)
+    agg_node = dict(node["aggregator"])
+    agg_name = agg_node.pop("name")
+    if agg_name == "weighted" and agg_node.get("weights") is None:
+        agg_node["weights"] = ensemble.weights  # default: the teachers' own `weight`s
+    aggregator = build_aggregator(agg_name, **agg_node)
+    extra_views = ensemble.assign_views(STUDENT, tokenizer)
+    if dcfg.hidden_weight > 0:
+        if not 0 <= dcfg.hidden_teacher < len(ensemble):
+            raise ValueError(f"distill.hidden.teacher={dcfg.hidden_teacher} but there are {len(ensemble)} teachers")
+        if ensemble.teachers[dcfg.hidden_teacher].view != STUDENT:
+            raise ValueError("hidden-state distillation needs a teacher that shares the student's tokenizer; "
+                             f"teacher {ensemble.names[dcfg.hidden_teacher]!r} tokenises differently")
+    module = MODULES[cfg.stage](model, task, optim, ensemble, dcfg, aggregator,
+                                max_length=cfg.data.max_length or task.max_length)
+    views = {STUDENT: tokenizer, **({} if dcfg.cache else extra_views)}
+    return module, views
