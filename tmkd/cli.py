@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +29,10 @@ HYDRA_FLAGS = {
     "--config-path": True, "-cp": True, "--config-name": True, "-cn": True, "--config-dir": True, "-cd": True,
     "--experimental-rerun": True, "--shell-completion": False, "-sc": False,
 }
+
+
+# a Hydra override: `key=value`, `+key=value`, `++key=value`, `~key=value` or `~key`
+OVERRIDE = re.compile(r"[+~]{0,2}[A-Za-z_][\w.@/-]*=|~[A-Za-z_][\w.]*$")
 
 
 class UsageError(ValueError):
@@ -52,7 +57,7 @@ def normalize_argv(argv: Sequence[str]) -> list[str]:
         if not key:
             raise UsageError(f"cannot parse argument {arg!r}")
         if not eq:
-            if i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            if i + 1 < len(argv) and not _is_option(argv[i + 1]):
                 value = argv[i + 1]
                 i += 1
             else:
@@ -60,6 +65,11 @@ def normalize_argv(argv: Sequence[str]) -> list[str]:
         out.append(f"{key}={value}")
         i += 1
     return out
+
+
+def _is_option(arg: str) -> bool:
+    """Whether ``arg`` is a flag or a ``key=value`` override rather than the value of the flag before it."""
+    return arg.startswith("--") or arg.split("=", 1)[0] in HYDRA_FLAGS or OVERRIDE.match(arg) is not None
 
 
 def config_groups() -> list[str]:
@@ -97,11 +107,11 @@ def check_overrides(overrides: list[str]) -> list[str]:
             raise UsageError(f"unknown {key} {value!r}; valid {key} names: {', '.join(group_options(key))}")
     try:
         base = _compose(picks)
-    except HydraException as err:
+    except (HydraException, ValueError) as err:  # ValueError: e.g. `group=null`
         raise UsageError(str(err)) from err
     fixed = list(picks)
     for ov in values:
-        if ov.startswith(("+", "~")) or ov.startswith("hydra.") or "=" not in ov:
+        if ov.startswith(("+", "~", "hydra.", "hydra/")) or "=" not in ov:  # hydra/...: Hydra's own groups
             fixed.append(ov)
             continue
         key = ov.split("=", 1)[0]
@@ -121,7 +131,7 @@ def check_overrides(overrides: list[str]) -> list[str]:
                              f"{', '.join(sorted(str(k) for k in base))}")
     try:
         _compose(fixed)
-    except HydraException as err:
+    except (HydraException, ValueError) as err:  # ValueError: e.g. `group=null`
         raise UsageError(str(err)) from err
     return fixed
 
@@ -134,9 +144,20 @@ def prepare_argv(argv: Sequence[str]) -> list[str]:
                                 "--shell-completion", "-sc", "--version") for f in flags):
         return args
     plain_overrides = [a for a in args if not a.startswith("-") and not _is_flag_value(args, a)]
-    checked = check_overrides(plain_overrides)
+    # sweep syntax (`a=1,2`, `interval(..)`: hparams_search configs set hydra.mode=MULTIRUN, no -m) is left to Hydra
+    sweeps = [a for a in plain_overrides if _is_sweep(a)]
+    checked = check_overrides([a for a in plain_overrides if a not in sweeps])
     rest = [a for a in args if a not in plain_overrides]
-    return rest + checked
+    return rest + checked + sweeps
+
+
+def _is_sweep(override: str) -> bool:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        return OverridesParser.create().parse_override(override).is_sweep_override()
+    except HydraException:
+        return False  # not an override Hydra can parse: check_overrides reports it
 
 
 def _is_flag_value(args: list[str], arg: str) -> bool:

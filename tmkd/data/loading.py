@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import datasets
+import pyarrow.parquet as pq
 from datasets import Dataset, DatasetDict
 
 from tmkd.data import synthetic
@@ -49,6 +50,17 @@ def _local_file(folder: Path, split: str) -> Path:
     )
 
 
+def _has_no_rows(path: Path) -> bool:
+    """Whether a file that ``datasets`` failed on is merely empty (its builders fail on empty files)."""
+    try:
+        if path.suffix == ".parquet":
+            return pq.read_metadata(path).num_rows == 0
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        return len(lines) <= (1 if path.suffix == ".csv" else 0)  # a CSV header alone has no rows
+    except Exception:
+        return False
+
+
 def _load_local(folder: Path, splits: list[str]) -> DatasetDict:
     out = {}
     for split in splits:
@@ -56,7 +68,10 @@ def _load_local(folder: Path, splits: list[str]) -> DatasetDict:
         try:
             loaded = datasets.load_dataset(LOCAL_FORMATS[path.suffix], data_files={split: str(path)})
         except Exception as err:  # datasets raises many types for a bad file; all mean "unreadable"
-            raise DataError(f"cannot read {path}: {type(err).__name__}: {err}") from err
+            if _has_no_rows(path):
+                raise DataError(f"split {split!r} is empty: {path} has no rows") from err
+            cause = err.__cause__ or err  # DatasetGenerationError hides the reason in its cause
+            raise DataError(f"cannot read {path}: {type(cause).__name__}: {cause}") from err
         out[split] = loaded[split]
     return DatasetDict(out)
 
@@ -83,7 +98,11 @@ def validate_split(ds: Dataset, task: TaskSpec, split: str) -> Dataset:
                        desc=f"Dropping unlabelled rows ({split})")
     if len(ds) == 0:
         raise DataError(f"{task.name}/{split} is empty")
-    bad = sorted(v for v in ds.unique(task.label_column) if not (isinstance(v, int) and 0 <= v < task.num_labels))
+    bad = [v for v in ds.unique(task.label_column) if not (isinstance(v, int) and 0 <= v < task.num_labels)]
+    try:
+        bad.sort()
+    except TypeError:  # mixed types, e.g. None (an empty cell) next to numbers
+        bad.sort(key=repr)
     if bad:
         raise DataError(
             f"{task.name}/{split}: label value(s) {bad[:10]} outside the label set "

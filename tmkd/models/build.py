@@ -24,6 +24,7 @@ from tmkd.models.tokenizers import synthetic_tokenizer
 log = logging.getLogger(__name__)
 
 HF_EXPORT = "hf"  # sub-folder of a run with its save_pretrained export
+DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob")  # what `model.dropout` sets
 
 
 @dataclass
@@ -94,21 +95,22 @@ def build_classifier(spec: ModelSpec, task: TaskSpec, tokenizer: PreTrainedToken
     tokenizer = tokenizer or build_tokenizer(spec)
     labels = {"num_labels": task.num_labels, "id2label": task.id2label,
               "label2id": {v: k for k, v in task.id2label.items()}}
+    # Dropout must be in the config *before* the model is built: modules read it once, at construction.
+    dropout = {} if spec.dropout is None else dict.fromkeys(DROPOUT_KEYS, spec.dropout)
     if spec.tiny is not None:
         if spec.name_or_path is not None:
             raise ValueError("set either model.name_or_path or model.tiny, not both")
-        config = BertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **spec.tiny, **labels)
+        config = BertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                            **{**spec.tiny, **dropout}, **labels)
         model: PreTrainedModel = BertForSequenceClassification(config)
     else:
         if spec.name_or_path is None:
             raise ValueError("model needs name_or_path or tiny")
         path = resolve_path(spec.name_or_path)
-        check_label_space(AutoConfig.from_pretrained(path), task, path)
-        model = AutoModelForSequenceClassification.from_pretrained(path, **labels)
-    if spec.dropout is not None:
-        for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
-            if hasattr(model.config, key):
-                setattr(model.config, key, spec.dropout)
+        config = AutoConfig.from_pretrained(path)
+        check_label_space(config, task, path)
+        dropout = {k: v for k, v in dropout.items() if hasattr(config, k)}
+        model = AutoModelForSequenceClassification.from_pretrained(path, **labels, **dropout)
     if spec.layers is not None or spec.num_layers is not None:
         model = select_layers(model, layers=spec.layers, num_layers=spec.num_layers)
     return model, tokenizer

@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.loggers import WandbLogger
 
 from tmkd.pipeline.export import export_hf, write_json
 from tmkd.pipeline.factory import build_datamodule, build_module, build_task, plain
@@ -71,6 +72,8 @@ def run(cfg: DictConfig) -> float:
     for lg in loggers:
         lg.log_metrics({f"best/{k}": v for k, v in evaluated.items()})
         lg.finalize("success")
+        if isinstance(lg, WandbLogger):
+            lg.experiment.finish()  # else a next run in this process (multirun) would log into this one
     log.info("best %s = %.4f; outputs in %s", main_key, evaluated.get(main_key, float("nan")), out)
     key = cfg.optimized_metric
     if key not in evaluated:

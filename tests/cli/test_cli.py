@@ -1,0 +1,179 @@
+"""Command line: Lightning-CLI style flags, Hydra flags passing through, override checking, exit codes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from tmkd import cli
+from tmkd.cli import UsageError, check_overrides, group_options, main_entry, normalize_argv, prepare_argv
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+# --- normalize_argv ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["--trainer.max_epochs=2"], ["trainer.max_epochs=2"]),
+    (["--trainer.max_epochs", "2"], ["trainer.max_epochs=2"]),
+    (["--trainer.fast_dev_run"], ["trainer.fast_dev_run=true"]),
+    (["--trainer.fast_dev_run", "--seed", "3"], ["trainer.fast_dev_run=true", "seed=3"]),
+    (["--data.dir=/x/y=z"], ["data.dir=/x/y=z"]),
+    (["--optim.lr", "-1"], ["optim.lr=-1"]),  # a negative number is a value, not a flag
+    (["logger=none", "+trainer.profiler=simple", "~logger"], ["logger=none", "+trainer.profiler=simple", "~logger"]),
+    (["-m", "seed=1,2"], ["-m", "seed=1,2"]),
+    (["--multirun", "--trainer.max_epochs", "1"], ["--multirun", "trainer.max_epochs=1"]),
+    (["--cfg", "job", "--trainer.max_epochs", "5"], ["--cfg", "job", "trainer.max_epochs=5"]),
+    (["--cfg=job"], ["--cfg=job"]),
+    (["-c", "all", "--package", "trainer"], ["-c", "all", "--package", "trainer"]),
+    (["--config-name", "x", "--config-dir", "/c"], ["--config-name", "x", "--config-dir", "/c"]),
+    (["-cn", "x", "seed=1"], ["-cn", "x", "seed=1"]),
+    (["--help"], ["--help"]),
+])
+def test_normalize_argv(argv, expected):
+    assert normalize_argv(argv) == expected
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["--trainer.fast_dev_run", "logger=none"], ["trainer.fast_dev_run=true", "logger=none"]),
+    (["--trainer.fast_dev_run", "-m", "seed=1,2"], ["trainer.fast_dev_run=true", "-m", "seed=1,2"]),
+    (["--trainer.fast_dev_run", "+x=1"], ["trainer.fast_dev_run=true", "+x=1"]),
+    (["--trainer.fast_dev_run", "~logger"], ["trainer.fast_dev_run=true", "~logger"]),
+    (["--data.dir", "~/data"], ["data.dir=~/data"]),
+])
+def test_a_bare_flag_does_not_swallow_the_next_override_or_hydra_flag(argv, expected):
+    assert normalize_argv(argv) == expected
+
+
+def test_unparseable_argument():
+    with pytest.raises(UsageError, match="cannot parse"):
+        normalize_argv(["--=3"])
+
+
+# --- check_overrides ---------------------------------------------------------------------------------------
+
+
+def test_unknown_experiment_lists_the_valid_names():
+    with pytest.raises(UsageError) as info:
+        check_overrides(["experiment=nope"])
+    message = str(info.value)
+    assert "unknown experiment 'nope'" in message
+    names = group_options("experiment")
+    assert {"quickstart", "finetune_rte"} <= set(names)
+    for name in names:
+        assert name in message
+
+
+def test_unknown_group_option_lists_that_groups_options():
+    with pytest.raises(UsageError, match=r"unknown model 'tinyy'; valid model names: .*minilm_l6.*tiny"):
+        check_overrides(["model=tinyy"])
+
+
+def test_unknown_key_lists_the_valid_keys_at_that_level():
+    with pytest.raises(UsageError) as info:
+        check_overrides(["trainer.max_epoch=2"])
+    message = str(info.value)
+    assert "unknown key 'trainer.max_epoch'" in message
+    assert "max_epochs" in message and "gradient_clip_val" in message and "accelerator" in message
+    assert "+trainer.max_epoch=2" in message
+
+
+def test_unknown_section_and_top_level_key():
+    with pytest.raises(UsageError, match=r"'nosuch' is not a config section; top-level keys: .*trainer"):
+        check_overrides(["nosuch.key=1"])
+    with pytest.raises(UsageError, match=r"valid keys under 'the top level': .*seed"):
+        check_overrides(["sead=1"])
+
+
+def test_any_trainer_argument_gets_a_plus():
+    assert check_overrides(["trainer.fast_dev_run=true"]) == ["+trainer.fast_dev_run=true"]
+    assert check_overrides(["trainer.max_epochs=2"]) == ["trainer.max_epochs=2"]  # already in the config
+
+
+def test_valid_overrides_pass_through():
+    ovs = ["experiment=finetune_rte", "model=tiny", "task.max_length=32", "data.dir=/tmp", "+extra=1",
+           "hydra.run.dir=/tmp/x", "optim.lr=1e-3", "logger=none"]
+    assert sorted(check_overrides(ovs)) == sorted(ovs)
+
+
+def test_hydra_settings_and_hydra_groups_pass_through():
+    ovs = ["hydra/job_logging=disabled", "hydra.job.chdir=false", "+hydra.job.env_set.X=1"]
+    assert check_overrides(ovs) == ovs
+
+
+def test_a_composition_error_is_a_usage_error_not_a_traceback():
+    with pytest.raises(UsageError, match="Got NoneType"):  # Hydra wants `~group`, not `group=null`
+        check_overrides(["logger=null"])
+
+
+def test_keys_added_by_an_experiment_are_valid():
+    # model.tiny only exists as a section once the tiny model is picked, which the override picks
+    assert check_overrides(["model=tiny", "model.tiny.hidden_size=16"]) == ["model=tiny", "model.tiny.hidden_size=16"]
+
+
+def test_prepare_argv_normalises_and_checks_but_leaves_sweeps_alone():
+    args = prepare_argv(["--cfg", "job", "--trainer.fast_dev_run", "logger=none"])
+    assert args[:2] == ["--cfg", "job"]
+    assert sorted(args[2:]) == ["+trainer.fast_dev_run=true", "logger=none"]
+    assert prepare_argv(["-m", "seed=1,2", "--whatever.key=1"]) == ["-m", "seed=1,2", "whatever.key=1"]
+    with pytest.raises(UsageError):
+        prepare_argv(["--trainer.max_epoch", "2"])
+
+
+def test_main_entry_exits_2_with_the_message(monkeypatch, capsys):
+    called = []
+    monkeypatch.setattr(sys, "argv", ["tmkd"])
+    with pytest.raises(SystemExit) as info:
+        main_entry(lambda: called.append(True), ["--trainer.max_epoch=2"])
+    assert info.value.code == 2 and not called
+    err = capsys.readouterr().err
+    assert err.startswith("tmkd: error: unknown key 'trainer.max_epoch'") and "max_epochs" in err
+
+
+def test_main_entry_hands_hydra_the_rewritten_argv(monkeypatch):
+    seen = []
+    monkeypatch.setattr(sys, "argv", ["tmkd-run"])
+    main_entry(lambda: seen.append(list(sys.argv)), ["--trainer.max_epochs", "4", "logger=none"])
+    assert len(seen) == 1 and seen[0][0] == "tmkd-run"
+    assert sorted(seen[0][1:]) == ["logger=none", "trainer.max_epochs=4"]  # group picks first, then values
+
+
+def test_config_dir_holds_every_group_the_main_config_uses():
+    groups = set(cli.config_groups())
+    assert {"task", "model", "trainer", "logger", "paths", "hydra", "experiment"} <= groups
+
+
+# --- the real entry point, in a subprocess ---------------------------------------------------------------
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, "-m", "tmkd.run", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120, check=False)
+
+
+def test_cli_unknown_experiment_exits_2_listing_names():
+    done = run_cli("experiment=nope")
+    assert done.returncode == 2, done.stderr
+    assert "unknown experiment 'nope'" in done.stderr
+    assert "quickstart" in done.stderr and "finetune_rte" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_cli_cfg_job_with_both_override_styles_gives_the_same_config():
+    lightning_style = run_cli("--cfg", "job", "--trainer.max_epochs", "5", "logger=none")
+    hydra_style = run_cli("--cfg", "job", "trainer.max_epochs=5", "logger=none")
+    equals_style = run_cli("--cfg", "job", "--trainer.max_epochs=5", "--logger=none")
+    for done in (lightning_style, hydra_style, equals_style):
+        assert done.returncode == 0, done.stderr
+    cfg = OmegaConf.create(lightning_style.stdout)
+    assert cfg.trainer.max_epochs == 5
+    assert cfg.logger.kind == "none"
+    assert cfg.task.name == "synth_pair" and cfg.model.tiny is not None  # the quickstart is the default
+    assert lightning_style.stdout == hydra_style.stdout == equals_style.stdout
