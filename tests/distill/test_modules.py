@@ -183,3 +183,30 @@ def test_tokenizer_fingerprint_ignores_per_call_state():
     tok(["vabos kimul"], truncation=True, max_length=8, padding="max_length")
     assert tokenizer_fingerprint(tok) == before
     assert tokenizer_fingerprint(synthetic_tokenizer(7)) != before
+
+
+def test_hidden_state_distillation_trains(task, teachers, tmp_path):
+    """Intermediate-layer MSE (student layer 1 -> teacher layer 2, 32 -> 64 wide through a projection)."""
+    pl.seed_everything(0)
+    student, tok = build_classifier(ModelSpec(tiny=STUDENT_TINY), task)
+    ens = _ensemble(task, teachers[:1])
+    ens.assign_views(STUDENT, tok)
+    cfg = DistillConfig(cache=True, cache_dir=str(tmp_path), hidden_weight=1.0, hidden_layer_map={1: 2})
+    module = ManyToOneModule(student, task, OptimConfig(lr=2e-3), ens, cfg)
+    assert module.hidden_loss is not None
+    projection = next(module.hidden_loss.parameters()).detach().clone()
+    dm = TaskDataModule(task, {STUDENT: tok}, batch_size=32)
+    _trainer(1, limit=5).fit(module, datamodule=dm)
+    assert not torch.equal(projection, next(module.hidden_loss.parameters()))  # the projection learns
+    assert ens.forward_batches >= 5  # hidden states come from the teacher online, every batch
+
+
+def test_hidden_state_distillation_needs_shared_tokenizer(task, teachers, tmp_path, compose_cfg):
+    from tmkd.pipeline.factory import build_module
+
+    specs = [{"name": "other_vocab", "name_or_path": str(teachers[1])}]
+    cfg = compose_cfg(["experiment=m_o_1_quick", "distill.hidden.weight=1.0", "distill.hidden.layer_map={1: 2}",
+                       f"distill.cache_dir={tmp_path}"])
+    cfg.distill.teachers = specs
+    with pytest.raises(ValueError, match="shares the student's tokenizer"):
+        build_module(cfg, task)
