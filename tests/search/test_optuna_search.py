@@ -119,12 +119,16 @@ def test_trials_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.slow
 def test_two_trial_optuna_search_writes_the_table(tmp_path: Path, checkpoints: Path, child_env: Any,
                                                   short_run: list[str]) -> None:
-    sweep = tmp_path / "sweep"
+    # The config's own sweep dir (no hydra.sweep.dir override): sweepers resolve it before Hydra's runtime
+    # config exists, so it must not depend on ${hydra:...} values.
     command = [sys.executable, "-m", "tmkd.run", "hparams_search=m_o_1_quick", "hydra.sweeper.n_trials=2",
-               "logger=none", *short_run, f"hydra.sweep.dir={sweep}"]
+               "logger=none", *short_run]
     done = subprocess.run(command, env=child_env(checkpoints), cwd=tmp_path, capture_output=True, text=True,
                           timeout=1200, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    sweeps = sorted((checkpoints / "m_o_1_quick").glob("hparams_*"))
+    assert len(sweeps) == 1, sweeps
+    sweep = sweeps[0]
     searched = list(hydra_cfg(["hparams_search=m_o_1_quick"]).hydra.sweeper.params)
     trials = {}
     for num in ("0", "1"):
