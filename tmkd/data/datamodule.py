@@ -84,8 +84,8 @@ class TaskDataModule(pl.LightningDataModule):
         return self._loader(self.encoded[self.task.train_split], self.batch_size, train=True)
 
     def val_dataloader(self) -> list[DataLoader]:
-        return [self._loader(self.encoded[s], self.eval_batch_size, train=False) for s in self.task.eval_splits]
+        return [self.split_loader(s) for s in self.task.eval_splits]
 
     def split_loader(self, split: str) -> DataLoader:
-        """An ordered loader over one split (for teacher caching and evaluation), never shuffled."""
+        """An ordered loader over one split, never shuffled (row order = ``row_id`` order)."""
         return self._loader(self.encoded[split], self.eval_batch_size, train=False)
