@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ class ModelSpec:
     - ``tokenizer``: ``null`` (the model's own), ``synthetic`` / ``synthetic:<seed>``, or a hub id / path.
     - ``layers`` / ``num_layers``: keep only these encoder layers (a student cut from its parent).
     - ``recipe``: ``{experiment, overrides}`` that trains ``name_or_path`` first when it is missing
-      (stage chaining; see tmkd.pipeline.distill_factory.ensure_trained).
+      (stage chaining; see tmkd.pipeline.chain.ensure_trained).
     """
 
     name_or_path: str | None = None
@@ -46,12 +46,11 @@ class ModelSpec:
     num_layers: int | None = None
     dropout: float | None = None
     recipe: dict[str, Any] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, cfg: Any) -> ModelSpec:
         data = dict(cfg)
-        known = set(cls.__dataclass_fields__) - {"extra"}
+        known = set(cls.__dataclass_fields__)
         unknown = sorted(set(data) - known - {"name", "weight"})
         if unknown:
             raise ValueError(f"unknown model option(s) {unknown}; valid: {sorted(known)}")

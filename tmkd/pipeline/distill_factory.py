@@ -16,6 +16,7 @@ from tmkd.models.build import ModelSpec, build_classifier
 from tmkd.modules.base import OptimConfig
 from tmkd.modules.distill import MODULES, DistillConfig, DistillModule
 from tmkd.pipeline.chain import ensure_trained
+from tmkd.pipeline.factory import plain
 
 log = logging.getLogger(__name__)
 TEACHER_KEYS = {"name", "weight"}
@@ -60,8 +61,6 @@ def distill_config(node: dict[str, Any]) -> DistillConfig:
 def build_distill_module(cfg: DictConfig, task: TaskSpec, model: PreTrainedModel,
                          tokenizer: PreTrainedTokenizerBase, optim: OptimConfig
                          ) -> tuple[DistillModule, dict[str, PreTrainedTokenizerBase]]:
-    from tmkd.pipeline.factory import plain
-
     if cfg.stage not in MODULES:
         raise ValueError(f"unknown stage {cfg.stage!r}; valid: finetune, {', '.join(MODULES)}")
     node = plain(cfg.distill)
