@@ -14,12 +14,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
+from hydra import compose
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
-CONFIG_DIR = Path(os.environ.get("TMKD_CONFIG_DIR", Path(__file__).resolve().parents[1] / "configs"))
-CONFIG_NAME = "train"
+from tmkd.pipeline.compose import CONFIG_DIR, CONFIG_NAME, hydra_context
+
 
 # Hydra's own flags: name -> whether it takes a value.
 HYDRA_FLAGS = {
@@ -81,7 +81,7 @@ def group_options(group: str) -> list[str]:
 
 
 def _compose(overrides: list[str]) -> DictConfig:
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+    with hydra_context():
         return compose(CONFIG_NAME, overrides=overrides)
 
 
@@ -136,9 +136,23 @@ def check_overrides(overrides: list[str]) -> list[str]:
     return fixed
 
 
+# `stages.<name>.<key>=v` / `teachers.<name>.<key>=v`: an override for one run of the plan (tmkd.pipeline.plan)
+ADDRESSED = re.compile(r"^[+]{0,2}(stages|teachers)\.([A-Za-z0-9_-]+)\.(.+)$")
+
+
+def address_runs(args: list[str]) -> list[str]:
+    """Overrides addressed to one run are stored under ``node_overrides`` for the planner, not applied here."""
+    out = []
+    for arg in args:
+        key, eq, value = arg.partition("=")
+        match = ADDRESSED.match(key) if eq and not arg.startswith("-") else None
+        out.append(f"++node_overrides.{match[1]}.{match[2]}.{match[3]}={value}" if match else arg)
+    return out
+
+
 def prepare_argv(argv: Sequence[str]) -> list[str]:
     """Normalised and checked argv for Hydra (checked only for single runs; sweeps expand later)."""
-    args = normalize_argv(argv)
+    args = address_runs(normalize_argv(argv))
     flags = [a for a in args if a.startswith("-")]
     if any(f.split("=")[0] in ("-m", "--multirun", "--help", "-h", "--hydra-help", "--info", "-i",
                                 "--shell-completion", "-sc", "--version") for f in flags):

@@ -9,9 +9,9 @@ import pytorch_lightning as pl
 from datasets import Dataset, DatasetDict
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
-from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from tmkd.data.loading import load_splits
+from tmkd.data.sampling import EpochSampler
 from tmkd.data.tasks import TaskSpec
 from tmkd.data.tokenize import MultiViewCollator, encode, view_lengths
 
@@ -22,8 +22,9 @@ class TaskDataModule(pl.LightningDataModule):
     """Batches carry ``labels``, ``row_id`` and ``inputs[view]`` for every tokenizer in ``tokenizers``.
 
     The first view (``student`` by convention) is the trained model's; the others are teachers' that
-    run online. ``group_by_length`` batches similar lengths together (HF's LengthGroupedSampler), which
-    cuts padding a lot on tasks with very uneven lengths such as RTE.
+    run online. ``group_by_length`` batches similar lengths together (HF's megabatch grouping), which
+    cuts padding a lot on tasks with very uneven lengths such as RTE. The training order depends on the
+    seed and the epoch only (:class:`EpochSampler`), so resumed runs repeat it exactly.
     """
 
     def __init__(
@@ -73,11 +74,10 @@ class TaskDataModule(pl.LightningDataModule):
 
     def _loader(self, ds: Dataset, batch_size: int, train: bool) -> DataLoader:
         sampler: Any = None
-        shuffle = train
-        if train and self.group_by_length:
-            sampler = LengthGroupedSampler(batch_size, lengths=view_lengths(ds, self.main_view))
-            shuffle = False
-        return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, sampler=sampler, collate_fn=self.collator,
+        if train:
+            lengths = view_lengths(ds, self.main_view) if self.group_by_length else None
+            sampler = EpochSampler(len(ds), self.seed, lengths, batch_size)
+        return DataLoader(ds, batch_size=batch_size, sampler=sampler, collate_fn=self.collator,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:

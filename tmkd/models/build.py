@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -35,8 +36,9 @@ class ModelSpec:
     - ``tiny``: BertConfig kwargs for a small random model (with the synthetic tokenizer); tests only.
     - ``tokenizer``: ``null`` (the model's own), ``synthetic`` / ``synthetic:<seed>``, or a hub id / path.
     - ``layers`` / ``num_layers``: keep only these encoder layers (a student cut from its parent).
-    - ``recipe``: ``{experiment, overrides}`` that trains ``name_or_path`` first when it is missing
-      (stage chaining; see tmkd.pipeline.chain.ensure_trained).
+
+    ``name_or_path`` may also be a Lightning ``.ckpt`` inside a tmkd run folder (``<run>/checkpoints/*.ckpt``):
+    the architecture comes from the run's export, the weights from the checkpoint (loaded without pickle).
     """
 
     name_or_path: str | None = None
@@ -45,7 +47,6 @@ class ModelSpec:
     layers: list[int] | None = None
     num_layers: int | None = None
     dropout: float | None = None
-    recipe: dict[str, Any] | None = None
 
     @classmethod
     def from_config(cls, cfg: Any) -> ModelSpec:
@@ -66,6 +67,12 @@ class ModelSpec:
 def resolve_path(name_or_path: str) -> str:
     """A tmkd run folder points at its HF export; anything else is passed to from_pretrained as is."""
     path = Path(name_or_path).expanduser()
+    if path.suffix == ".ckpt":
+        run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+        if not path.is_file() or not (run_dir / HF_EXPORT / "config.json").is_file():
+            raise FileNotFoundError(f"{path}: a .ckpt must be a file inside a tmkd run folder (<run>/checkpoints/) "
+                                    f"whose {HF_EXPORT}/ export gives the architecture")
+        return str(run_dir / HF_EXPORT)
     if (path / HF_EXPORT / "config.json").is_file():
         return str(path / HF_EXPORT)
     if path.exists() and not (path / "config.json").is_file():
@@ -85,12 +92,32 @@ def build_tokenizer(spec: ModelSpec) -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(resolve_path(name or spec.name_or_path))
 
 
-def build_classifier(spec: ModelSpec, task: TaskSpec, tokenizer: PreTrainedTokenizerBase | None = None
-                     ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load_ckpt_weights(model: PreTrainedModel, ckpt: Path) -> None:
+    """Copy a tmkd Lightning checkpoint's model weights (``model.*`` keys) into ``model``; never unpickles code."""
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+    own = model.state_dict()
+    weights = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}  # a new head keeps its init
+    missing = [k for k in own if k not in weights and not _is_head(k)]
+    if missing:
+        raise ValueError(f"{ckpt} does not fit the model built from its run's export: missing {missing[:5]}")
+    model.load_state_dict(weights, strict=False)
+
+
+def _is_head(key: str) -> bool:
+    return key.startswith(("classifier.", "qa_outputs.", "score."))
+
+
+def build_classifier(spec: ModelSpec, task: TaskSpec, tokenizer: PreTrainedTokenizerBase | None = None,
+                     on_label_mismatch: str = "error") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A classifier with the task's labels (id2label / label2id set) and its tokenizer.
 
-    A checkpoint already fine-tuned with *other* labels is an error, not a silently re-initialised head.
+    A checkpoint fine-tuned with *other* labels is an error for a teacher (``on_label_mismatch="error"``).
+    A model that is trained further (a stage-2 student) passes ``"reinit"``: its encoder is kept and its
+    classification head is re-initialised, with a logged notice (MNLI's 3 labels -> QNLI's 2).
     """
+    if on_label_mismatch not in ("error", "reinit"):
+        raise ValueError(f"on_label_mismatch must be 'error' or 'reinit', got {on_label_mismatch!r}")
     tokenizer = tokenizer or build_tokenizer(spec)
     labels = {"num_labels": task.num_labels, "id2label": task.id2label,
               "label2id": {v: k for k, v in task.id2label.items()}}
@@ -107,12 +134,32 @@ def build_classifier(spec: ModelSpec, task: TaskSpec, tokenizer: PreTrainedToken
             raise ValueError("model needs name_or_path or tiny")
         path = resolve_path(spec.name_or_path)
         config = AutoConfig.from_pretrained(path)
-        check_label_space(config, task, path)
+        reinit = False
+        try:
+            check_label_space(config, task, path)
+        except ValueError:
+            if on_label_mismatch == "error":
+                raise
+            reinit = True
+            log.warning("%s was trained on labels %s; task %r has %s: keeping the encoder, re-initialising the "
+                        "classification head", path, list(config.id2label.values()), task.name, list(task.label_names))
         dropout = {k: v for k, v in dropout.items() if hasattr(config, k)}
-        model = AutoModelForSequenceClassification.from_pretrained(path, **labels, **dropout)
+        model = AutoModelForSequenceClassification.from_pretrained(path, **labels, **dropout,
+                                                                   ignore_mismatched_sizes=reinit)
+        if str(spec.name_or_path).endswith(".ckpt"):
+            load_ckpt_weights(model, Path(spec.name_or_path))
+        if reinit:
+            reinit_head(model)
     if spec.layers is not None or spec.num_layers is not None:
         model = select_layers(model, layers=spec.layers, num_layers=spec.num_layers)
     return model, tokenizer
+
+
+def reinit_head(model: PreTrainedModel) -> None:
+    """Fresh classification head (the model's own init), so no trace of the old labels' head is kept."""
+    for name, module in model.named_modules():
+        if _is_head(name + ".") and any(True for _ in module.parameters(recurse=False)):
+            model._init_weights(module)
 
 
 def check_label_space(config: Any, task: TaskSpec, where: str) -> None:

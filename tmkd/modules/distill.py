@@ -72,6 +72,19 @@ class DistillModule(ClassifierModule):
     def on_fit_start(self) -> None:
         dtype = torch.bfloat16 if self.device.type == "cuda" else None
         self.ensemble.to(self.device, dtype)
+        if self.cfg.cache and self.trainer.world_size > 1:
+            # Under DDP rank 0 computes and writes the soft targets once; the other ranks wait, then read
+            # the very same files (cache hits), instead of every rank running every teacher.
+            if self.trainer.is_global_zero:
+                self._prepare_targets()
+            self.trainer.strategy.barrier("tmkd-soft-targets")
+            if not self.trainer.is_global_zero:
+                self._prepare_targets()
+        else:
+            self._prepare_targets()
+
+    def _prepare_targets(self) -> None:
+        """Teachers' dev scores, and (cache on) the whole train split's teacher logits."""
         dm = self.trainer.datamodule
         for split in self.task.eval_splits:  # teachers' own scores, reported next to the student's
             logits = self.store.split_logits(dm.raw[split], split, self.device)
@@ -91,10 +104,17 @@ class DistillModule(ClassifierModule):
         return self.ensemble.logits(batch["inputs"])
 
     def extra_metrics(self) -> dict[str, Any]:
+        stats = [self.store.hits, self.store.misses, self.ensemble.forward_batches]
+        per_rank = [stats]
+        if self._trainer is not None and self._trainer.world_size > 1 and torch.distributed.is_initialized():
+            per_rank = [None] * self._trainer.world_size
+            torch.distributed.all_gather_object(per_rank, stats)
         return {"teachers": {t["name"]: {**t, **self.teacher_scores.get(t["name"], {})}
                              for t in self.ensemble.describe()},
                 "soft_target_cache": {"hits": self.store.hits, "misses": self.store.misses},
-                "teacher_forward_batches": self.ensemble.forward_batches}
+                "teacher_forward_batches": self.ensemble.forward_batches,
+                "per_rank": [{"cache_hits": h, "cache_misses": m, "teacher_forward_batches": f}
+                             for h, m, f in per_rank]}
 
     # --- loss --------------------------------------------------------------------------------------
     def student_logits(self, inputs: dict[str, Tensor], hidden: bool) -> tuple[Tensor, Any]:

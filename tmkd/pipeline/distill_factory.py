@@ -1,4 +1,4 @@
-"""Build a distillation run: teachers (trained first when a recipe says how), aggregator, module, views."""
+"""Build a distillation run: teachers (already trained: the planner runs them first), aggregator, module, views."""
 
 from __future__ import annotations
 
@@ -15,19 +15,20 @@ from tmkd.distill.ensemble import Teacher, TeacherEnsemble
 from tmkd.models.build import ModelSpec, build_classifier
 from tmkd.modules.base import OptimConfig
 from tmkd.modules.distill import MODULES, DistillConfig, DistillModule
-from tmkd.pipeline.chain import ensure_trained
 from tmkd.pipeline.factory import plain
 
 log = logging.getLogger(__name__)
-TEACHER_KEYS = {"name", "weight"}
+TEACHER_KEYS = {"name", "weight", "run"}
 
 
 def build_teachers(specs: list[dict[str, Any]], task: TaskSpec) -> TeacherEnsemble:
     if not specs:
-        raise ValueError("stage needs teachers: set distill.teachers (see configs/experiment/m_o_1_rte.yaml)")
+        raise ValueError("distillation needs teachers: set distill.teachers (see configs/experiment/m_o_1_rte.yaml)")
     teachers = []
     for i, spec in enumerate(specs):
-        ensure_trained(spec)
+        if spec.get("run"):
+            raise ValueError(f"teacher {spec.get('name', i)!r} has a `run` that was not planned: run it through "
+                             "`python -m tmkd.run` (the planner trains it first and points name_or_path at it)")
         model_spec = ModelSpec.from_config({k: v for k, v in spec.items() if k not in TEACHER_KEYS})
         model, tokenizer = build_classifier(model_spec, task)
         weight = float(spec.get("weight", 1.0))
@@ -61,8 +62,8 @@ def distill_config(node: dict[str, Any]) -> DistillConfig:
 def build_distill_module(cfg: DictConfig, task: TaskSpec, model: PreTrainedModel,
                          tokenizer: PreTrainedTokenizerBase, optim: OptimConfig
                          ) -> tuple[DistillModule, dict[str, PreTrainedTokenizerBase]]:
-    if cfg.stage not in MODULES:
-        raise ValueError(f"unknown stage {cfg.stage!r}; valid: finetune, {', '.join(MODULES)}")
+    if cfg.method not in MODULES:
+        raise ValueError(f"unknown method {cfg.method!r}; valid: finetune, {', '.join(MODULES)}")
     node = plain(cfg.distill)
     dcfg = distill_config(node)
     ensemble = build_teachers(select_teachers(node["teachers"], node.get("use_teachers")), task)
@@ -78,7 +79,7 @@ def build_distill_module(cfg: DictConfig, task: TaskSpec, model: PreTrainedModel
         if ensemble.teachers[dcfg.hidden_teacher].view != STUDENT:
             raise ValueError("hidden-state distillation needs a teacher that shares the student's tokenizer; "
                              f"teacher {ensemble.names[dcfg.hidden_teacher]!r} tokenises differently")
-    module = MODULES[cfg.stage](model, task, optim, ensemble, dcfg, aggregator,
+    module = MODULES[cfg.method](model, task, optim, ensemble, dcfg, aggregator,
                                 max_length=cfg.data.max_length or task.max_length)
     views = {STUDENT: tokenizer, **({} if dcfg.cache else extra_views)}
     return module, views

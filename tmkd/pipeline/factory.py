@@ -11,7 +11,6 @@ from tmkd.data.datamodule import STUDENT, TaskDataModule
 from tmkd.data.tasks import TaskSpec, get_task
 from tmkd.models.build import ModelSpec, build_classifier
 from tmkd.modules.base import ClassifierModule, FineTuneModule, OptimConfig
-from tmkd.pipeline.chain import ensure_trained
 
 FINETUNE = "finetune"
 
@@ -26,11 +25,13 @@ def build_task(cfg: DictConfig) -> TaskSpec:
 
 
 def build_module(cfg: DictConfig, task: TaskSpec) -> tuple[ClassifierModule, dict[str, PreTrainedTokenizerBase]]:
-    """The LightningModule for ``cfg.stage`` and the tokenizers (views) its batches need, student first."""
+    """The LightningModule for ``cfg.method`` and the tokenizers (views) its batches need, student first.
+
+    The trained model may start from an earlier stage with other labels: its head is then re-initialised.
+    """
     optim = OptimConfig(**plain(cfg.optim))
-    ensure_trained(plain(cfg.model))  # a stage-2 model may be a stage-1 run that has to happen first
-    model, tokenizer = build_classifier(ModelSpec.from_config(plain(cfg.model)), task)
-    if cfg.stage == FINETUNE:
+    model, tokenizer = build_classifier(ModelSpec.from_config(plain(cfg.model)), task, on_label_mismatch="reinit")
+    if cfg.method == FINETUNE:
         return FineTuneModule(model, task, optim), {STUDENT: tokenizer}
     from tmkd.pipeline.distill_factory import build_distill_module
 

@@ -1,7 +1,13 @@
-"""One run end to end: build, fit, keep the best checkpoint, evaluate it, export it, write metrics."""
+"""One run end to end: build, fit (or resume), keep the best checkpoint, evaluate it, export it, write metrics.
+
+Epochs are reproducible on their own: the data order (see TaskDataModule) and the dropout RNG of epoch
+``e`` depend only on the seed and ``e``, so a run resumed from its last checkpoint ends with the same
+metrics as one that was never interrupted.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -29,53 +35,90 @@ def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
     return kwargs
 
 
-def run(cfg: DictConfig) -> float:
-    """Train as configured and return ``cfg.optimized_metric`` of the best checkpoint (for searches)."""
+class EpochSeed(pl.Callback):
+    """Re-seed torch at every epoch start from (seed, epoch): a resumed epoch draws the same dropout masks."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        torch.manual_seed(self.seed * 1_000_003 + trainer.current_epoch)
+
+
+def read_metrics(out: Path) -> dict[str, Any]:
+    return json.loads((Path(out) / "metrics.json").read_text())
+
+
+def run(cfg: DictConfig, ckpt_path: str | Path | None = None) -> dict[str, Any]:
+    """Train as configured (resuming from ``ckpt_path`` if given); returns what metrics.json holds."""
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, out / "config.yaml", resolve=True)
+    if not (out / "config.yaml").is_file():
+        OmegaConf.save(cfg, out / "config.yaml", resolve=True)
     pl.seed_everything(cfg.seed, workers=True)
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
 
     task = build_task(cfg)
     module, tokenizers = build_module(cfg, task)
     datamodule = build_datamodule(cfg, task, tokenizers)
     main_key = f"val/{task.main_metric}"
+    # last.ckpt (full state, every epoch) is what an interrupted run resumes from; best.ckpt is what it keeps.
     checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor=main_key, mode="max",
-                                 save_top_k=1, save_weights_only=cfg.checkpoint.save_weights_only)
+                                 save_top_k=1, save_last=True, save_weights_only=cfg.checkpoint.save_weights_only)
     loggers = build_loggers(cfg.logger, out, cfg.run_name, plain(cfg))
-    callbacks: list[pl.Callback] = [checkpoint]
+    callbacks: list[pl.Callback] = [checkpoint, EpochSeed(cfg.seed)]
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     trainer = pl.Trainer(**trainer_kwargs(cfg), logger=loggers or False, callbacks=callbacks,
                          default_root_dir=str(out))
 
     started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule)
+    # Checkpoints load without unpickling code unless the config opts in (checkpoint.allow_pickle=true).
+    trusted = bool(cfg.checkpoint.get("allow_pickle", False))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None,
+                weights_only=not trusted)
     fit_seconds = time.perf_counter() - started
     if not checkpoint.best_model_path:
         raise RuntimeError(f"no checkpoint was written (was {main_key} ever logged?); see {out}")
-    state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)
+    state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=not trusted)
     module.load_state_dict(state["state_dict"])
     results = trainer.validate(module, datamodule=datamodule, verbose=False)
     evaluated = {k: float(v) for r in results for k, v in r.items() if "_best" not in k}
 
     metrics: dict[str, Any] = {
-        "experiment": cfg.experiment_name, "run_name": cfg.run_name, "stage": cfg.stage, "task": task.name,
+        "experiment": cfg.experiment_name, "run_name": cfg.run_name, "method": cfg.method, "task": task.name,
         "best": evaluated, "best_checkpoint": checkpoint.best_model_path, "epochs": trainer.current_epoch,
-        "fit_seconds": round(fit_seconds, 1), "train_examples": len(datamodule.encoded[task.train_split]),
+        "fit_seconds": round(fit_seconds, 1), "resumed_from": str(ckpt_path) if ckpt_path else None,
+        "train_examples": len(datamodule.encoded[task.train_split]),
         "params": sum(p.numel() for p in module.export_model().parameters()),
+        "data": data_provenance(cfg, datamodule), "world_size": trainer.world_size,
         **module.extra_metrics(),
     }
-    if cfg.checkpoint.export:
-        metrics["export"] = str(export_hf(module.export_model(), tokenizers[module.view], out))
-    write_json(out / "metrics.json", metrics)
+    if trainer.is_global_zero:
+        if cfg.checkpoint.export:
+            metrics["export"] = str(export_hf(module.export_model(), tokenizers[module.view], out))
+        write_json(out / "metrics.json", metrics)
     for lg in loggers:
         lg.log_metrics({f"best/{k}": v for k, v in evaluated.items()})
         lg.finalize("success")
         if isinstance(lg, WandbLogger):
             lg.experiment.finish()  # else a next run in this process (multirun) would log into this one
     log.info("best %s = %.4f; outputs in %s", main_key, evaluated.get(main_key, float("nan")), out)
-    key = cfg.optimized_metric
+    return metrics
+
+
+def data_provenance(cfg: DictConfig, datamodule: Any) -> dict[str, Any]:
+    """Which data a run saw: source, rows per split, caps (for reports and model cards)."""
+    d = cfg.data
+    source = "synthetic (generated)" if datamodule.task.synthetic is not None else d.dir or "hub"
+    return {"source": source, "rows": {s: len(ds) for s, ds in datamodule.encoded.items()},
+            "max_train_samples": d.max_train_samples, "max_eval_samples": d.max_eval_samples}
+
+
+def optimized(metrics: dict[str, Any], key: str) -> float:
+    """The metric a search optimises, from a run's metrics."""
+    evaluated = metrics["best"]
     if key not in evaluated:
         raise KeyError(f"optimized_metric {key!r} was not logged; logged: {sorted(evaluated)}")
-    return evaluated[key]
+    return float(evaluated[key])

@@ -1,0 +1,100 @@
+"""The planner: which runs an experiment needs, where they go, and how overrides reach them (nothing trains)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tmkd.cli import prepare_argv
+from tmkd.pipeline import manifest
+from tmkd.pipeline.compose import compose_run
+from tmkd.pipeline.plan import PlanError, build_plan
+
+
+def plan_for(*args: str):
+    overrides = prepare_argv(list(args))
+    return build_plan(compose_run(overrides), overrides)
+
+
+def test_quickstart_plan_lists_teachers_before_the_stages_that_need_them(tmp_path):
+    plan = plan_for("experiment=quickstart")
+    names = list(plan.runs)
+    assert names == ["nli_s1", "nli_s2", "nli_vocab7", "stage1", "tiny_s1", "tiny_s2", "tiny_vocab7", "stage2"]
+    assert plan.final == "stage2"
+    assert plan.runs["stage1"].needs == ["nli_s1", "nli_s2", "nli_vocab7"]
+    assert plan.runs["stage2"].needs == ["stage1", "tiny_s1", "tiny_s2", "tiny_vocab7"]
+    assert {r.status for r in plan.runs.values()} == {"run"}
+    # stage 2 starts from stage 1's folder, and its teachers point at their runs' folders
+    stage2 = plan.runs["stage2"].config
+    assert stage2["model"]["name_or_path"] == str(plan.runs["stage1"].out_dir)
+    assert stage2["model"]["tiny"] is None
+    assert [t["name_or_path"] for t in stage2["distill"]["teachers"]] == \
+        [str(plan.runs[n].out_dir) for n in ("tiny_s1", "tiny_s2", "tiny_vocab7")]
+    text = plan.describe()
+    for name in names:
+        assert name in text
+    assert "8 of 8 runs to do" in text and str(plan.experiment_dir / "report.md") in text
+
+
+def test_experiment_wide_overrides_reach_every_run_and_addressed_ones_only_theirs():
+    plan = plan_for("experiment=quickstart", "trainer.max_epochs=1", "data.max_train_samples=64", "seed=5",
+                    "--stages.stage1.optim.lr", "0.01", "teachers.nli_s2.seed=9", "aggregator=confidence")
+    for run in plan.runs.values():
+        assert run.config["trainer"]["max_epochs"] == 1, run.name
+        assert run.config["data"]["max_train_samples"] == 64, run.name
+    lrs = {name: run.config["optim"]["lr"] for name, run in plan.runs.items()}
+    assert lrs["stage1"] == 0.01 and all(lr != 0.01 for n, lr in lrs.items() if n != "stage1")
+    # a teacher keeps the seed its declaration sets (an ensemble of seeds), unless addressed
+    assert plan.runs["nli_s1"].config["seed"] == 1
+    assert plan.runs["nli_s2"].config["seed"] == 9
+    assert plan.runs["stage1"].config["seed"] == plan.runs["stage2"].config["seed"] == 5
+    # other overrides reach the final stage only
+    assert plan.runs["stage2"].config["distill"]["aggregator"]["name"] == "confidence"
+    assert plan.runs["stage1"].config["distill"]["aggregator"]["name"] == "mean"
+
+
+def test_changing_a_teacher_changes_the_folders_of_what_depends_on_it_only():
+    base = plan_for("experiment=quickstart")
+    changed = plan_for("experiment=quickstart", "teachers.nli_s1.optim.lr=0.002")
+    differ = {n for n in base.runs if base.runs[n].out_dir != changed.runs[n].out_dir}
+    assert differ == {"nli_s1", "stage1", "stage2"}
+    # paths and logging are not part of a run's identity
+    moved = plan_for("experiment=quickstart", "logger=csv", "trainer.enable_progress_bar=false")
+    assert {n: r.hash for n, r in moved.runs.items()} == {n: r.hash for n, r in base.runs.items()}
+
+
+def test_a_fine_tuned_stage_has_no_teachers_and_ignores_distillation_settings():
+    plan = plan_for("experiment=quickstart", "stages.stage2.method=finetune")
+    assert list(plan.runs) == ["nli_s1", "nli_s2", "nli_vocab7", "stage1", "stage2"]
+    assert plan.runs["stage2"].needs == ["stage1"]
+    again = plan_for("experiment=quickstart", "stages.stage2.method=finetune", "stages.stage2.distill.alpha=0.9")
+    assert again.runs["stage2"].hash == plan.runs["stage2"].hash
+
+
+def test_init_from_a_path_and_one_stage_selection(tmp_path):
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    plan = plan_for("experiment=quickstart", f"stages.stage2.init_from={folder}", "stage=stage2")
+    assert plan.runs["stage2"].config["model"]["name_or_path"] == str(folder)
+    assert "stage1" not in plan.runs["stage2"].needs
+    assert [r.name for r in plan.selected()] == ["tiny_s1", "tiny_s2", "tiny_vocab7", "stage2"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["stages.nope.trainer.max_epochs=1"], "unknown run(s) ['stages.nope']"),
+    (["teachers.stage1.seed=1"], "unknown run(s) ['teachers.stage1']"),
+    (["stages.stage1.trainer.max_epoch=1"], "max_epoch"),
+    (["stages.stage2.init_from=/no/such/folder"], "neither an earlier stage"),
+    (["stage=stage3"], "stage='stage3' is not a stage"),
+])
+def test_bad_plans_say_what_is_wrong(args, message):
+    with pytest.raises(PlanError) as err:
+        plan_for("experiment=quickstart", *args)
+    assert message in str(err.value)
+
+
+def test_identity_drops_paths_logging_and_speed_knobs():
+    config = {"seed": 1, "paths": {"output_dir": "/x"}, "logger": {"kind": "csv"}, "data": {"dir": "/d", "batch_size": 8},
+              "trainer": {"max_epochs": 2, "devices": 2, "enable_progress_bar": True}}
+    ident = manifest.identity(config)
+    assert ident == {"seed": 1, "data": {"batch_size": 8}, "trainer": {"max_epochs": 2}}
+    assert manifest.config_hash(ident) != manifest.config_hash({**ident, "seed": 2})

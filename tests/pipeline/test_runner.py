@@ -1,0 +1,181 @@
+"""Running plans for real (tiny models, capped synthetic data, CPU): reuse, resume, re-run, chaining, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+
+from tmkd.cli import prepare_argv
+from tmkd.data import get_task
+from tmkd.models.build import ModelSpec, build_classifier
+from tmkd.pipeline import manifest
+from tmkd.pipeline.compose import compose_run
+from tmkd.pipeline.plan import build_plan
+from tmkd.pipeline.runner import run_plan
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+# small enough for seconds per run on one thread, large enough that the tiny models learn something
+SMALL = ["data.max_train_samples=400", "data.max_eval_samples=200", "trainer.max_epochs=2", "logger=none",
+         "trainer.enable_progress_bar=false", "report.latency=false"]
+
+
+def plan_for(*args: str):
+    overrides = prepare_argv(list(args))
+    return build_plan(compose_run(overrides), overrides)
+
+
+def statuses(plan) -> dict[str, str]:
+    return {r.name: r.status for r in plan.runs.values()}
+
+
+def test_quick_plan_end_to_end_reuse_stage_selection_and_reruns(capsys):
+    # stage 1 alone (with its teachers): stage 2 and its teachers do not run
+    first = plan_for("experiment=quickstart", *SMALL, "stage=stage1")
+    run_plan(first)
+    assert {r.name for r in first.selected()} == {"nli_s1", "nli_s2", "nli_vocab7", "stage1"}
+    for name in ("nli_s1", "stage1"):
+        found = manifest.read(first.runs[name].out_dir)
+        assert found["status"] == "done" and found["hash"] == first.runs[name].hash
+        assert found["metrics"]["val/accuracy"] > 0.4  # 3 labels: chance is 1/3
+    assert not first.runs["stage2"].out_dir.exists()
+
+    # the whole plan: what stage 1 needed is reused, only stage 2 and its teachers run; then the report
+    whole = plan_for("experiment=quickstart", *SMALL)
+    assert statuses(whole) == {"nli_s1": "done", "nli_s2": "done", "nli_vocab7": "done", "stage1": "done",
+                               "tiny_s1": "run", "tiny_s2": "run", "tiny_vocab7": "run", "stage2": "run"}
+    results = run_plan(whole)
+    assert results["stage1"]["fit_seconds"] == json.loads((whole.runs["stage1"].out_dir / "metrics.json"
+                                                           ).read_text())["fit_seconds"]  # read, not re-run
+    report = json.loads((whole.experiment_dir / "report.json").read_text())
+    assert [r["name"] for r in report["runs"]] == list(whole.runs)
+    student = next(r for r in report["runs"] if r["final"])
+    assert student["name"] == "stage2" and student["metric"] == "val/accuracy" and student["value"] > 0.5
+    md = (whole.experiment_dir / "report.md").read_text()
+    assert "stage2 (student)" in md and "tiny_s1" in md
+    # the final student: a save_pretrained export with a model card, usable by transformers.pipeline
+    export = whole.experiment_dir / "student"
+    assert (export / "model.safetensors").is_file()
+    card = (export / "README.md").read_text()
+    assert "stage1" in card and "stage2" in card and "nli_s1" in card and "synthetic" in card
+    clf = transformers.pipeline("text-classification", model=str(export), device="cpu")
+    assert clf([{"text": "a b", "text_pair": "c"}])[0]["label"] in ("entailment", "not_entailment")
+
+    # the same command again: nothing runs
+    again = plan_for("experiment=quickstart", *SMALL)
+    assert set(statuses(again).values()) == {"done"}
+
+    # a changed stage-1 setting: stage 1 and what depends on it run again (new folders); the teachers are reused
+    changed = plan_for("experiment=quickstart", *SMALL, "stages.stage1.distill.temperature=4")
+    todo = {n for n, s in statuses(changed).items() if s != "done"}
+    assert todo == {"stage1", "stage2"}
+    assert changed.runs["stage1"].out_dir != whole.runs["stage1"].out_dir
+    assert (whole.runs["stage1"].out_dir / "metrics.json").is_file()  # the old run is kept, not overwritten
+
+
+def _tiny_classifier(tmp_path: Path, task_name: str) -> Path:
+    task = get_task(task_name)
+    model, tok = build_classifier(ModelSpec(tiny={"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                                  "intermediate_size": 64}), task)
+    folder = tmp_path / task_name
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def test_chaining_keeps_the_head_for_the_same_labels_and_reinitialises_it_for_others(tmp_path, caplog):
+    source = _tiny_classifier(tmp_path, "synth_nli")  # 3 labels
+    before = transformers.AutoModelForSequenceClassification.from_pretrained(source)
+    same, _ = build_classifier(ModelSpec(name_or_path=str(source)), get_task("synth_nli"), on_label_mismatch="reinit")
+    assert torch.equal(same.classifier.weight, before.classifier.weight)
+    with caplog.at_level("WARNING"):
+        other, _ = build_classifier(ModelSpec(name_or_path=str(source)), get_task("synth_pair"),
+                                    on_label_mismatch="reinit")
+    assert other.classifier.weight.shape == (2, 32)
+    assert other.config.id2label == {0: "entailment", 1: "not_entailment"}
+    assert "re-initialising the classification head" in caplog.text
+    assert torch.equal(other.bert.encoder.layer[0].output.dense.weight, before.bert.encoder.layer[0].output.dense.weight)
+    with pytest.raises(ValueError, match="label space mismatch"):  # a teacher must predict the task's labels
+        build_classifier(ModelSpec(name_or_path=str(source)), get_task("synth_pair"))
+
+
+def test_init_from_a_lightning_checkpoint_loads_its_weights_without_pickle(tmp_path):
+    plan = plan_for("experiment=finetune_quick", *SMALL, "trainer.max_epochs=1")
+    run_plan(plan, report=False)
+    ckpt = plan.runs["main"].out_dir / "checkpoints" / "best.ckpt"
+    model, _ = build_classifier(ModelSpec(name_or_path=str(ckpt)), get_task("synth_pair"), on_label_mismatch="reinit")
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    assert torch.equal(model.classifier.weight, state["model.classifier.weight"])
+
+
+def _cli(args: list[str], env: dict[str, str], **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "tmkd.run", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def _env(checkpoints: Path) -> dict[str, str]:
+    return {**os.environ, "TMKD_CHECKPOINTS": str(checkpoints), "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+
+
+def test_sigterm_stops_the_run_and_the_same_command_resumes_to_the_same_metrics(tmp_path):
+    args = ["experiment=finetune_quick", "data.max_train_samples=600", "data.max_eval_samples=200",
+            "trainer.max_epochs=5", "logger=none", "trainer.enable_progress_bar=false", "report.latency=false"]
+    env = _env(tmp_path / "ck")
+    proc = _cli(args, env)
+    runs = tmp_path / "ck" / "runs" / "finetune_quick"
+    deadline = time.time() + 300
+    last = None
+    while time.time() < deadline and proc.poll() is None:
+        found = list(runs.glob("main-*/checkpoints/last.ckpt"))
+        if found and torch.load(found[0], map_location="cpu", weights_only=True)["epoch"] >= 1:
+            last = found[0]
+            break
+        time.sleep(0.2)
+    assert last is not None, proc.communicate()[0][-3000:]
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 143, out[-3000:]
+    run_dir = last.parent.parent
+    assert manifest.read(run_dir)["status"] == "interrupted"
+
+    resumed = subprocess.run([sys.executable, "-m", "tmkd.run", *args], cwd=ROOT, env=env, capture_output=True,
+                             text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "resume (last.ckpt)" in resumed.stdout
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["resumed_from"].endswith("last.ckpt") and metrics["epochs"] == 5
+
+    # the same run, never interrupted, in another checkpoints folder
+    clean = plan_for(*args)
+    clean_dir = clean.runs["main"].out_dir
+    assert clean_dir != run_dir and clean_dir.name == run_dir.name  # same hash, other root
+    results = run_plan(clean, report=False)
+    assert results["main"]["best"] == pytest.approx(metrics["best"], abs=1e-6)
+
+
+def test_ddp_on_two_cpu_processes_computes_soft_targets_once(tmp_path):
+    args = ["experiment=m_o_1_quick", "data.max_train_samples=256", "data.max_eval_samples=128",
+            "trainer.max_epochs=1", "logger=none", "trainer.enable_progress_bar=false", "report.latency=false",
+            "stages.main.trainer.devices=2", "stages.main.trainer.strategy=ddp", "stages.main.trainer.accelerator=cpu"]
+    done = subprocess.run([sys.executable, "-m", "tmkd.run", *args], cwd=ROOT, env=_env(tmp_path / "ck"),
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    run_dir = next((tmp_path / "ck" / "runs" / "m_o_1_quick").glob("main-*"))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["world_size"] == 2
+    rank0, rank1 = metrics["per_rank"]
+    splits = 2  # train + validation
+    assert rank0["cache_misses"] == 3 * splits and rank0["cache_hits"] == 0
+    assert rank1["cache_misses"] == 0 and rank1["cache_hits"] == 3 * splits
+    assert rank1["teacher_forward_batches"] == 0
+    assert len(list((tmp_path / "ck" / ".soft_targets").glob("*.pt"))) == 3 * splits
+    assert manifest.read(run_dir)["status"] == "done"

@@ -1,0 +1,79 @@
+"""A run folder's manifest: the single record of what the folder holds and whether it can be reused.
+
+``manifest.json`` carries the hash of the config that determines the run's result (paths and logging
+excluded), the run's status, its best checkpoint and metrics, and timestamps. The planner reuses a
+folder only when its manifest says ``done`` under the same hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "manifest.json"
+STATUSES = ("running", "done", "failed", "interrupted")
+
+# Config keys that do not change what a run learns: where it writes, how it logs, how many processes
+# share the work, how fast evaluation batches go. Everything else is part of the run's identity.
+VOLATILE_KEYS = (
+    "paths", "logger", "run_name", "experiment_name", "checkpoint", "optimized_metric", "plan", "stage",
+    "stages", "node_overrides", "report", "threads", "data.dir", "data.num_workers", "data.eval_batch_size",
+    "distill.cache", "distill.cache_dir", "trainer.enable_progress_bar", "trainer.log_every_n_steps",
+    "trainer.enable_model_summary", "trainer.devices", "trainer.num_nodes", "trainer.strategy",
+    "trainer.accelerator",
+)
+
+
+def identity(config: dict[str, Any]) -> dict[str, Any]:
+    """The part of a resolved run config that determines its result (a deep copy without VOLATILE_KEYS)."""
+    out = json.loads(json.dumps(config, default=str))
+    for dotted in VOLATILE_KEYS:
+        *parents, leaf = dotted.split(".")
+        node: Any = out
+        for p in parents:
+            node = node.get(p) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return out
+
+
+def config_hash(ident: dict[str, Any]) -> str:
+    payload = json.dumps(ident, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def read(folder: Path) -> dict[str, Any] | None:
+    """The folder's manifest, or None when there is none (a damaged one reads as none: the run is redone)."""
+    path = folder / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write(folder: Path, data: dict[str, Any]) -> None:
+    """Atomic write (temp file + rename): a crash never leaves half a manifest behind."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".manifest.", suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True, default=str)
+        fh.write("\n")
+    os.replace(tmp, folder / MANIFEST)
+
+
+def update(folder: Path, **changes: Any) -> dict[str, Any]:
+    data = {**(read(folder) or {}), **changes}
+    write(folder, data)
+    return data

@@ -1,0 +1,318 @@
+"""The plan of an experiment: every run it needs (teachers, stages), their configs, folders and status.
+
+An experiment either declares ``stages`` (an ordered mapping ``name -> {experiment, overrides, init_from}``)
+or is itself one stage (``main``). Teachers that a stage distils from and that are declared with a ``run``
+(``{experiment, overrides}``) become runs of the plan too, before the stage that needs them. Nothing here
+trains anything: the planner composes configs, hashes them and reads manifests; the runner runs.
+
+Overrides given on the command line reach runs as follows:
+
+- experiment-wide keys (``seed``, ``data.*``, ``trainer.*``, ``logger``, ``paths.*``, ``checkpoint.*``) reach every
+  run; a teacher keeps a key its own declaration sets (e.g. its ``seed``) unless addressed to it;
+- ``stages.<stage>.<key>=<value>`` and ``teachers.<teacher>.<key>=<value>`` reach that one run (any key of
+  its config, group choices too: ``teachers.qnli_s7.model=mpnet_base``; ``stages.stage2.init_from=PATH``);
+- any other override reaches the final stage (the experiment's student), e.g. ``aggregator=confidence``.
+
+A run's folder is ``<paths.checkpoints>/runs/<experiment>/<name>-<hash8>``: the hash covers the config that
+determines its result (:mod:`tmkd.pipeline.manifest`) and the hashes of the runs it starts from, so a changed
+config gets its own folder (nothing is overwritten) and whatever depends on it is run again.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tmkd.pipeline import manifest
+from tmkd.pipeline.compose import compose_run, dedupe, override_key
+
+MAIN = "main"
+GLOBAL_ROOTS = ("seed", "data", "trainer", "logger", "paths", "checkpoint")
+CONTROL_KEYS = ("experiment", "plan", "stage", "node_overrides", "hparams_search")
+META_KEYS = ("init_from",)  # node settings that are not keys of the run's config
+ADDRESS_ROOTS = ("stages", "teachers")
+
+
+class PlanError(ValueError):
+    """A plan that cannot be built; the message names the run and what is wrong."""
+
+
+@dataclass
+class Run:
+    """One run of the plan: its config (resolved), identity hash, folder and status."""
+
+    name: str
+    kind: str  # "teacher" | "stage"
+    experiment: str
+    overrides: list[str]
+    config: dict[str, Any]
+    hash: str
+    out_dir: Path
+    needs: list[str] = field(default_factory=list)
+    status: str = "run"  # "done" | "resume" | "run"
+    resume_from: Path | None = None
+    init_note: str = ""
+
+    @property
+    def short_hash(self) -> str:
+        return self.hash[:8]
+
+    @property
+    def manifest(self) -> dict[str, Any] | None:
+        return manifest.read(self.out_dir)
+
+
+@dataclass
+class Plan:
+    experiment: str
+    runs: dict[str, Run]  # in execution order
+    final: str
+    experiment_dir: Path
+    only: str | None = None
+
+    def selected(self) -> list[Run]:
+        """The runs to consider: all, or with ``stage=<name>`` that stage and what it needs."""
+        if self.only is None:
+            return list(self.runs.values())
+        keep: set[str] = set()
+
+        def visit(name: str) -> None:
+            if name not in keep:
+                keep.add(name)
+                for dep in self.runs[name].needs:
+                    visit(dep)
+
+        visit(self.only)
+        return [r for r in self.runs.values() if r.name in keep]
+
+    def describe(self) -> str:
+        """The plan as a table: each run, what it is, where it goes and whether it is done, to resume or to run."""
+        rows = [("run", "kind", "status", "needs", "folder")]
+        for r in self.selected():
+            status = {"done": "done (reused)", "resume": f"resume ({r.resume_from.name})" if r.resume_from else
+                      "resume", "run": "to run"}[r.status]
+            rows.append((r.name, f"{r.kind}: {r.experiment}", status, ",".join(r.needs) or "-", str(r.out_dir)))
+        widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        lines = [f"Plan for experiment {self.experiment!r}" + (f" (only {self.only!r} and what it needs)"
+                                                                if self.only else "") + ":"]
+        for row in rows:
+            lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(row[:4], widths, strict=True)) + "  " + row[4])
+        todo = sum(r.status != "done" for r in self.selected())
+        lines.append(f"  {todo} of {len(self.selected())} runs to do; report: {self.experiment_dir / 'report.md'}")
+        return "\n".join(lines)
+
+
+# --- overrides -------------------------------------------------------------------------------------------------
+def split_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
+    """(experiment-wide overrides, overrides for the final stage); control keys and addressed ones dropped."""
+    global_ovs, final_ovs = [], []
+    for ov in overrides:
+        key = override_key(ov)
+        root = key.split(".", 1)[0].split("/", 1)[0]
+        if root in CONTROL_KEYS or root in ADDRESS_ROOTS or key.startswith("hydra"):
+            continue
+        (global_ovs if root in GLOBAL_ROOTS else final_ovs).append(ov)
+    return global_ovs, final_ovs
+
+
+def _format_value(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def flatten(addressed: dict[str, Any], prefix: str = "") -> list[str]:
+    """``{trainer: {max_epochs: 3}, model: mpnet_base}`` -> ``["trainer.max_epochs=3", "model=mpnet_base"]``."""
+    out = []
+    for key, value in addressed.items():
+        if isinstance(value, dict) and value:
+            out.extend(flatten(value, f"{prefix}{key}."))
+        else:
+            out.append(f"{prefix}{key}={_format_value(value)}")
+    return out
+
+
+# --- planning ----------------------------------------------------------------------------------------------------
+class Planner:
+    """Builds the :class:`Plan` of a composed top-level config and the command line's overrides."""
+
+    def __init__(self, top: dict[str, Any], overrides: list[str]) -> None:
+        self.top = top
+        self.experiment = str(top.get("experiment_name") or MAIN)
+        self.checkpoints = Path(top["paths"]["checkpoints"])
+        self.global_ovs, self.final_ovs = split_overrides(overrides)
+        addressed = top.get("node_overrides") or {}
+        # {"stages": {name: {...}}, "teachers": {name: {...}}}: what `stages.<name>.<key>=...` set on the command line
+        self.addressed: dict[str, dict[str, Any]] = {kind: copy.deepcopy(addressed.get(kind) or {})
+                                                      for kind in ADDRESS_ROOTS}
+        self.runs: dict[str, Run] = {}
+        self.used_addresses: set[tuple[str, str]] = set()
+
+    def build(self) -> Plan:
+        stages = self.top.get("stages") or {MAIN: {"experiment": self.experiment, "overrides": []}}
+        if not isinstance(stages, dict) or not stages:
+            raise PlanError(f"experiment {self.experiment!r}: stages must be a mapping name -> "
+                            "{experiment, overrides, init_from}")
+        names = list(stages)
+        for i, (name, spec) in enumerate(stages.items()):
+            if not isinstance(spec, dict) or not spec.get("experiment"):
+                raise PlanError(f"stage {name!r} of {self.experiment!r} needs an `experiment` (the run's base config)")
+            unknown = sorted(set(spec) - {"experiment", "overrides", "init_from"})
+            if unknown:
+                raise PlanError(f"stage {name!r}: unknown setting(s) {unknown}; valid: experiment, overrides, init_from")
+            final = i == len(names) - 1
+            self.plan_stage(name, spec, final, names[:i])
+        unknown = sorted(f"{kind}.{name}" for kind, named in self.addressed.items() for name in named
+                         if (kind, name) not in self.used_addresses)
+        if unknown:
+            teachers = [r.name for r in self.runs.values() if r.kind == "teacher"]
+            raise PlanError(f"overrides address unknown run(s) {unknown}; stages: {names}; teachers: {teachers or '-'}"
+                            " (write stages.<stage>.<key>=... or teachers.<teacher>.<key>=...)")
+        only = self.top.get("stage")
+        if only is not None and only not in names:
+            raise PlanError(f"stage={only!r} is not a stage of {self.experiment!r}; stages: {names}")
+        exp_dir = Path(self.top["paths"].get("experiment_dir") or self.checkpoints / self.experiment)
+        return Plan(self.experiment, self.runs, names[-1], exp_dir, only)
+
+    def _addressed(self, name: str, kind: str) -> dict[str, Any]:
+        """What the command line set for this run (``stages.<name>.*`` / ``teachers.<name>.*``)."""
+        self.used_addresses.add((f"{kind}s", name))
+        return copy.deepcopy(self.addressed[f"{kind}s"].get(name) or {})
+
+    def plan_stage(self, name: str, spec: dict[str, Any], final: bool, earlier: list[str]) -> None:
+        addressed = self._addressed(name, "stage")
+        init_from = addressed.pop("init_from", spec.get("init_from"))
+        init_ovs: list[str] = []
+        needs: list[str] = []
+        upstream: dict[str, str] = {}
+        note = ""
+        if init_from:
+            init_from = str(init_from)
+            if init_from in self.runs and self.runs[init_from].kind == "stage":
+                source = self.runs[init_from]
+                needs.append(init_from)
+                upstream[str(source.out_dir)] = f"run:{source.name}@{source.hash}"
+                path = str(source.out_dir)
+                note = f"initialised from stage {init_from!r}"
+            elif init_from in earlier or init_from == name:
+                raise PlanError(f"stage {name!r}: init_from={init_from!r} is not an earlier stage")
+            else:
+                path = init_from
+                if not Path(path).expanduser().exists():
+                    raise PlanError(f"stage {name!r}: init_from={path!r} is neither an earlier stage "
+                                    f"({earlier or 'none'}) nor an existing run folder, HF folder or .ckpt file")
+                note = f"initialised from {path}"
+            init_ovs = [f"model.name_or_path={path}", "model.tiny=null", "model.num_layers=null",
+                        "model.layers=null", "model.tokenizer=null"]
+        overrides = dedupe([f"experiment={spec['experiment']}", *self.global_ovs, *(spec.get("overrides") or []),
+                            *init_ovs, *(self.final_ovs if final else []), *flatten(addressed)])
+        self.add_run(name, "stage", spec["experiment"], overrides, needs, upstream, note)
+
+    def plan_teacher(self, spec: dict[str, Any]) -> Run:
+        name = spec.get("name")
+        run = spec["run"]
+        if not name:
+            raise PlanError(f"a teacher with a `run` needs a `name`: {spec}")
+        if not isinstance(run, dict) or not run.get("experiment"):
+            raise PlanError(f"teacher {name!r}: run must be {{experiment, overrides}}, got {run!r}")
+        declared = run.get("overrides") or []
+        declared_keys = {override_key(o) for o in declared}
+        global_ovs = [o for o in self.global_ovs if override_key(o) not in declared_keys]
+        overrides = dedupe([f"experiment={run['experiment']}", *global_ovs, *declared,
+                            *flatten(self._addressed(name, "teacher"))])
+        existing = self.runs.get(name)
+        new = self.make_run(name, "teacher", run["experiment"], overrides, [], {}, "")
+        if existing is not None:
+            if existing.hash != new.hash:
+                raise PlanError(f"teacher {name!r} is declared twice with different configs; give them different names")
+            return existing
+        self.runs[name] = new
+        return new
+
+    def add_run(self, name: str, kind: str, experiment: str, overrides: list[str], needs: list[str],
+                upstream: dict[str, str], note: str) -> Run:
+        if name in self.runs:
+            raise PlanError(f"two runs of the plan are named {name!r} (stage and teacher names must differ)")
+        run = self.make_run(name, kind, experiment, overrides, needs, upstream, note)
+        self.runs[name] = run
+        return run
+
+    def make_run(self, name: str, kind: str, experiment: str, overrides: list[str], needs: list[str],
+                 upstream: dict[str, str], note: str) -> Run:
+        try:
+            config = compose_run(overrides)
+        except Exception as err:  # Hydra's errors name the key; say which run it was
+            raise PlanError(f"{kind} {name!r} ({' '.join(overrides)}): {err}") from err
+        needs = list(needs)
+        distills = config.get("method", "finetune") != "finetune"
+        teachers = ((config.get("distill") or {}).get("teachers") or []) if distills else []
+        selected = _select(teachers, (config.get("distill") or {}).get("use_teachers"), name)
+        resolved_teachers = []
+        for spec in selected:
+            spec = dict(spec)
+            if spec.get("run"):
+                teacher = self.plan_teacher(spec)
+                needs.append(teacher.name)
+                spec.pop("run")
+                spec["name_or_path"] = str(teacher.out_dir)
+                upstream[str(teacher.out_dir)] = f"run:{teacher.name}@{teacher.hash}"
+            resolved_teachers.append(spec)
+        if teachers:
+            config["distill"]["teachers"] = resolved_teachers
+            config["distill"]["use_teachers"] = None
+        ident = manifest.identity(config)
+        if not distills:
+            ident.pop("distill", None)  # a fine-tune's result does not depend on distillation settings
+        digest = manifest.config_hash(_replace_paths(ident, upstream))
+        out_dir = self.checkpoints / "runs" / experiment / f"{name}-{digest[:8]}"
+        config["paths"]["output_dir"] = str(out_dir)
+        config["run_name"] = name
+        config["experiment_name"] = experiment
+        if isinstance(config.get("logger"), dict) and "group" in config["logger"]:
+            config["logger"]["group"] = self.experiment
+            config["logger"]["job_type"] = f"{kind}:{name}"
+        run = Run(name, kind, experiment, overrides, config, digest, out_dir, needs, init_note=note)
+        run.status, run.resume_from = status_of(run)
+        return run
+
+
+def _select(teachers: list[dict[str, Any]], names: list[str] | None, run: str) -> list[dict[str, Any]]:
+    if names is None:
+        return list(teachers)
+    by_name = {t.get("name"): t for t in teachers}
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise PlanError(f"{run}: distill.use_teachers names {missing}, not in distill.teachers {list(by_name)}")
+    return [by_name[n] for n in names]
+
+
+def _replace_paths(ident: Any, upstream: dict[str, str]) -> Any:
+    """Upstream folders enter a run's identity as ``run:<name>@<hash>``, not as paths."""
+    if isinstance(ident, dict):
+        return {k: _replace_paths(v, upstream) for k, v in ident.items()}
+    if isinstance(ident, list):
+        return [_replace_paths(v, upstream) for v in ident]
+    return upstream.get(ident, ident) if isinstance(ident, str) else ident
+
+
+def status_of(run: Run) -> tuple[str, Path | None]:
+    """done (manifest done under this hash, outputs present), resume (a last checkpoint exists) or run."""
+    found = manifest.read(run.out_dir)
+    if found and found.get("status") == "done" and found.get("hash") == run.hash and (run.out_dir / "metrics.json"
+                                                                                          ).is_file():
+        return "done", None
+    last = run.out_dir / "checkpoints" / "last.ckpt"
+    if last.is_file() and found and found.get("hash") == run.hash:
+        return "resume", last
+    return "run", None
+
+
+def build_plan(top: dict[str, Any], overrides: list[str]) -> Plan:
+    return Planner(top, overrides).build()

@@ -1,0 +1,179 @@
+"""Run a plan: each run in order (skipping done ones, resuming interrupted ones), manifests, then the report.
+
+Runs execute in this process, which is fast and keeps Ctrl-C simple; a run whose trainer spreads over
+several processes (``trainer.devices>1``, ``num_nodes>1``, a DDP strategy) runs as a child process
+(``python -m tmkd.pipeline.node RUN_DIR``), because Lightning's DDP launcher re-executes the command line of
+the process that calls ``fit`` and that must be one run, not the whole plan. SIGINT/SIGTERM stop the
+current run, stop every child process, and leave the run's manifest ``interrupted`` with its last
+checkpoint, from which the next invocation resumes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from tmkd.pipeline import manifest
+from tmkd.pipeline.export import write_json
+from tmkd.pipeline.plan import Plan, Run
+
+log = logging.getLogger(__name__)
+_CHILDREN: set[subprocess.Popen] = set()
+
+
+class Interrupted(Exception):  # noqa: N818 - reads as what happened
+    """SIGTERM arrived: raised in the main thread so every layer unwinds (and records) cleanly."""
+
+
+def _kill_children(signum: int) -> None:
+    for child in list(_CHILDREN):
+        if child.poll() is None:
+            try:
+                os.killpg(child.pid, signum)
+            except ProcessLookupError:
+                pass
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """SIGTERM -> :class:`Interrupted`; SIGINT stays KeyboardInterrupt. Either way children are stopped."""
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        _kill_children(signal.SIGTERM)
+        raise Interrupted(f"received signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    except BaseException:
+        _kill_children(signal.SIGTERM)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def multi_process(config: dict[str, Any]) -> bool:
+    trainer = config.get("trainer") or {}
+    devices = trainer.get("devices", 1)
+    many = (isinstance(devices, int) and devices > 1) or (isinstance(devices, (list, tuple)) and len(devices) > 1)
+    return bool(many or (trainer.get("num_nodes") or 1) > 1 or "ddp" in str(trainer.get("strategy") or ""))
+
+
+def run_child(run: Run) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "tmkd.pipeline.node", str(run.out_dir)]
+    if run.resume_from is not None:
+        cmd += ["--resume", str(run.resume_from)]
+    child = subprocess.Popen(cmd, start_new_session=True)  # own process group: killed as a whole on a signal
+    _CHILDREN.add(child)
+    try:
+        code = child.wait()
+    finally:
+        _CHILDREN.discard(child)
+    if code != 0:
+        raise RuntimeError(f"run {run.name!r} failed in its child process (exit {code}); see {run.out_dir}")
+    from tmkd.pipeline.train import read_metrics
+
+    return read_metrics(run.out_dir)
+
+
+def execute(run: Run) -> dict[str, Any]:
+    """Train one run into its folder, keeping its manifest current; returns its metrics."""
+    run.out_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(OmegaConf.create(run.config), run.out_dir / "config.yaml")
+    manifest.write(run.out_dir, {
+        "name": run.name, "kind": run.kind, "experiment": run.experiment, "hash": run.hash, "status": "running",
+        "started_at": manifest.now(), "resumed_from": str(run.resume_from) if run.resume_from else None,
+        "needs": run.needs, "overrides": run.overrides, "identity": manifest.identity(run.config),
+    })
+    log.info("run %s (%s) -> %s%s", run.name, run.kind, run.out_dir,
+             f", resuming from {run.resume_from}" if run.resume_from else "")
+    try:
+        if multi_process(run.config):
+            metrics = run_child(run)
+        else:
+            from tmkd.pipeline.train import run as train_run
+
+            metrics = train_run(OmegaConf.create(run.config), ckpt_path=run.resume_from)
+    except BaseException as err:
+        stopped = isinstance(err, (KeyboardInterrupt, Interrupted, SystemExit))
+        manifest.update(run.out_dir, status="interrupted" if stopped else "failed", finished_at=manifest.now(),
+                        error=f"{type(err).__name__}: {err}")
+        raise
+    manifest.update(run.out_dir, status="done", finished_at=manifest.now(), metrics=metrics.get("best", {}),
+                    best_checkpoint=metrics.get("best_checkpoint"), export=metrics.get("export"))
+    run.status = "done"
+    return metrics
+
+
+def run_plan(plan: Plan, report: bool = True, report_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Execute the selected runs in order; then the report (when the final stage is part of the selection)."""
+    results: dict[str, dict[str, Any]] = {}
+    with stop_on_signals():
+        for run in plan.selected():
+            if run.status == "done":
+                log.info("run %s: done, reusing %s", run.name, run.out_dir)
+                from tmkd.pipeline.train import read_metrics
+
+                results[run.name] = read_metrics(run.out_dir)
+                continue
+            results[run.name] = execute(run)
+    plan.experiment_dir.mkdir(parents=True, exist_ok=True)
+    write_json(plan.experiment_dir / "plan.json", {
+        "experiment": plan.experiment, "final": plan.final,
+        "runs": [{"name": r.name, "kind": r.kind, "experiment": r.experiment, "hash": r.hash,
+                  "folder": str(r.out_dir), "needs": r.needs} for r in plan.selected()],
+    })
+    if report and plan.final in results:
+        from tmkd.pipeline.report import write_report
+
+        path = write_report(plan, results, **(report_options or {}))
+        print(Path(path).with_suffix(".md").read_text())
+        print(f"report: {path}")
+    return results
+
+
+def experiment_dir(cfg: Any) -> str | None:
+    """Where the report goes: the experiment's folder; a trial of a search gets its own."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return HydraConfig.get().runtime.output_dir
+    if os.environ.get("WANDB_SWEEP_ID"):
+        return str(Path(cfg.paths.checkpoints) / cfg.experiment_name / f"sweep-{os.environ['WANDB_SWEEP_ID']}"
+                   / cfg.run_name)
+    return None
+
+
+def run_experiment(cfg: Any, overrides: list[str]) -> float | None:
+    """Plan, print the plan, run it (unless ``plan=true``), report; returns the final run's optimized metric."""
+    from tmkd.pipeline.compose import to_dictconfig
+    from tmkd.pipeline.factory import plain
+    from tmkd.pipeline.plan import build_plan
+    from tmkd.pipeline.train import optimized
+
+    top = plain(cfg)
+    own_dir = experiment_dir(to_dictconfig(top))
+    if own_dir:
+        top["paths"]["experiment_dir"] = own_dir
+    plan = build_plan(top, list(overrides))
+    print(plan.describe(), flush=True)
+    if top.get("plan"):
+        return None
+    report = top.get("report") or {}
+    results = run_plan(plan, report=bool(report.get("enabled", True)), report_options={
+        "latency": report.get("latency", True), "rows": report.get("latency_rows", 64),
+        "batch_sizes": report.get("batch_sizes", [1, 32]), "threads": report.get("threads"),
+        "logger": plan.runs[plan.final].config.get("logger")})
+    final = plan.only or plan.final
+    return optimized(results[final], plan.runs[final].config["optimized_metric"])
