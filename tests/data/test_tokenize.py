@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.utils.data import RandomSampler, SequentialSampler
-from transformers.trainer_pt_utils import LengthGroupedSampler
+from torch.utils.data import SequentialSampler
 
 from tmkd.data import STUDENT, TaskDataModule, get_task, load_splits
+from tmkd.data.sampling import EpochSampler
 from tmkd.data.synthetic import vocabulary
 from tmkd.data.tokenize import SEP, MultiViewCollator, encode, view_lengths
 from tmkd.models.tokenizers import synthetic_tokenizer
@@ -130,15 +130,21 @@ def test_collator_pads_each_view_with_its_own_tokenizer():
     assert sb["input_ids"][1].tolist() == b(texts[1])["input_ids"]
 
 
-def test_datamodule_batches_carry_every_view_and_group_by_length_uses_hf_sampler():
+def test_datamodule_batches_carry_every_view_and_group_by_length_groups_lengths():
     task = small_task(64, 24, seed=13)
     tokenizers = {STUDENT: synthetic_tokenizer(0), "t1": synthetic_tokenizer(7)}
     dm = TaskDataModule(task, tokenizers, batch_size=8, eval_batch_size=10, group_by_length=True)
     dm.setup("fit")
     loader = dm.train_dataloader()
-    assert isinstance(loader.sampler, LengthGroupedSampler)
+    assert isinstance(loader.sampler, EpochSampler)
     assert list(loader.sampler.lengths) == view_lengths(dm.encoded["train"], STUDENT)
     assert sorted(loader.sampler) == list(range(64))
+    # grouped: batches carry less padding than a plain shuffle of the same rows
+    lengths = view_lengths(dm.encoded["train"], STUDENT)
+    order = list(loader.sampler)
+    padded = sum(8 * max(lengths[i] for i in order[k:k + 8]) for k in range(0, 64, 8))
+    shuffled = torch.randperm(64, generator=torch.Generator().manual_seed(0)).tolist()
+    assert padded < sum(8 * max(lengths[i] for i in shuffled[k:k + 8]) for k in range(0, 64, 8))
     batch = next(iter(loader))
     assert set(batch["inputs"]) == {STUDENT, "t1"}
     assert batch["labels"].shape == (8,)
@@ -150,9 +156,27 @@ def test_datamodule_batches_carry_every_view_and_group_by_length_uses_hf_sampler
     rows = torch.cat([b["row_id"] for b in dm.split_loader("validation")])
     assert rows.tolist() == list(range(24))  # ordered, for teacher caches
 
-    plain = TaskDataModule(task, tokenizers, batch_size=8, group_by_length=False)
+    plain = TaskDataModule(task, tokenizers, batch_size=8, group_by_length=False, seed=3)
     plain.setup("fit")
-    assert isinstance(plain.train_dataloader().sampler, RandomSampler)
+    sampler = plain.train_dataloader().sampler
+    assert isinstance(sampler, EpochSampler) and sampler.lengths is None
+
+
+def test_training_order_depends_on_seed_and_epoch_only():
+    """A resumed run must see the same batches: the order is a function of (seed, epoch), not of RNG state."""
+    for lengths in (None, [5, 9, 3, 7, 8, 2, 6, 4, 1, 10, 11, 12]):
+        a, b = EpochSampler(12, seed=1, lengths=lengths, batch_size=4), EpochSampler(12, seed=1, lengths=lengths,
+                                                                                       batch_size=4)
+        a.set_epoch(2)
+        torch.manual_seed(123)  # the global RNG is irrelevant
+        first = list(a)
+        torch.rand(100)
+        b.set_epoch(2)
+        assert list(b) == first and sorted(first) == list(range(12))
+        b.set_epoch(3)
+        assert list(b) != first
+        assert list(EpochSampler(12, seed=2, lengths=lengths, batch_size=4)) != list(
+            EpochSampler(12, seed=1, lengths=lengths, batch_size=4))
 
 
 def test_datamodule_argument_errors():

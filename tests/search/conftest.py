@@ -1,9 +1,7 @@
-"""Fixtures for the search tests: the sweep files, quick teachers made once, and a subprocess environment.
+"""Fixtures for the search tests: the sweep files, a checkpoints folder per test, and a subprocess environment.
 
-The quick experiments' teachers (configs/teachers/quick.yaml) are normally trained by their recipes on the first
-run (three subprocess trainings). The search tests do not test teacher training, so the session makes them once
-as *untrained* tiny classifiers with the same tokenizers, saved where the recipes would put them (``hf/``
-exports); tmkd.pipeline.chain then finds them and skips the recipes. Student runs are cut to a few batches.
+The quick experiments' teachers (configs/teachers/quick.yaml) are runs of the plan: the first trial trains them
+(cut, like the student, to a few batches by SHORT_RUN) and later trials reuse them.
 """
 
 from __future__ import annotations
@@ -15,16 +13,14 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from omegaconf import OmegaConf
 
 from tmkd.search.sweeps import SWEEP_DIR, load_sweep, sweep_files
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 SWEEPS = {p.stem: p for p in sweep_files()}
 QUICK_SWEEP = "m_o_1_quick"
 # appended to a quick trial's command: one short epoch on a slice of the synthetic task, no HF export
 SHORT_RUN = ["trainer.max_epochs=1", "data.max_train_samples=256", "data.max_eval_samples=128",
-             "checkpoint.export=false", "trainer.enable_progress_bar=false"]
+             "trainer.enable_progress_bar=false", "report.latency=false"]
 RUN_TIMEOUT = 900  # seconds; CPU-sized, but the machine may be shared
 
 
@@ -34,35 +30,11 @@ def sweeps() -> dict[str, dict]:
     return {name: load_sweep(path) for name, path in SWEEPS.items()}
 
 
-@pytest.fixture(scope="session")
-def quick_teachers(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A checkpoints folder holding the quick teacher set, untrained (see the module docstring)."""
-    import torch
-
-    from tmkd.data.tasks import get_task
-    from tmkd.models.build import ModelSpec, build_classifier
-
-    root = tmp_path_factory.mktemp("quick_teachers")
-    tiny = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "model" / "tiny.yaml").tiny)
-    task = get_task("synth_pair")
-    prefix = "${paths.checkpoints}/"
-    for i, spec in enumerate(OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "teachers" / "quick.yaml").teachers)):
-        assert spec["name_or_path"].startswith(prefix), spec
-        overrides = dict(o.split("=", 1) for o in spec["recipe"]["overrides"])
-        torch.manual_seed(int(overrides.get("seed", i)))
-        model, tokenizer = build_classifier(ModelSpec(tiny=tiny, tokenizer=overrides.get("model.tokenizer")), task)
-        out = root / spec["name_or_path"][len(prefix):] / "hf"
-        model.save_pretrained(out)
-        tokenizer.save_pretrained(out)
-    return root
-
-
 @pytest.fixture
-def checkpoints(tmp_path: Path, quick_teachers: Path) -> Path:
-    """A fresh checkpoints folder (so a fresh soft-target cache) that sees the session's quick teachers."""
+def checkpoints(tmp_path: Path) -> Path:
+    """A fresh checkpoints folder: fresh runs and a fresh soft-target cache."""
     ck = tmp_path / "ck"
     ck.mkdir()
-    (ck / "teachers").symlink_to(quick_teachers / "teachers", target_is_directory=True)
     return ck
 
 

@@ -103,16 +103,19 @@ def test_log_uniform_values_spreads_over_decades() -> None:
 
 # --- a trial, run ----------------------------------------------------------------------------------------------------
 def run_trial(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sweep: dict[str, Any], params: dict[str, Any],
-              run_id: str, checkpoints: Path, child_env: Any, short_run: list[str]) -> Path:
-    """Run the agent's command for one trial (plus a short-run tail) and return the run folder."""
+              run_id: str, checkpoints: Path, child_env: Any, short_run: list[str]) -> tuple[Path, Path]:
+    """Run the agent's command for one trial (plus a short-run tail); returns (the trial's experiment folder,
+    the folder of its final run, whose W&B run is the trial's)."""
     command, agent_env = wandb_agent_command(monkeypatch, tmp_path, sweep, params, run_id)
-    run_dir = tmp_path / "runs" / run_id
     env = {**child_env(checkpoints), **{k: v for k, v in agent_env.items() if k.startswith("WANDB_")},
            "WANDB_MODE": "offline"}
-    done = subprocess.run([*command, *short_run, f"hydra.run.dir={run_dir}"], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=900, check=False)
+    done = subprocess.run([*command, *short_run], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=900, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
-    return run_dir
+    [line] = [ln for ln in done.stdout.splitlines() if ln.startswith("experiment folder: ")]
+    exp_dir = Path(line.removeprefix("experiment folder: "))
+    assert exp_dir.parent.name == f"sweep-{SWEEP_ID}"  # each trial reports into its own folder
+    return exp_dir, Path(json.loads((exp_dir / "metrics.json").read_text())["run_folder"])
 
 
 def wandb_run_record(run_dir: Path) -> Any:
@@ -143,7 +146,8 @@ def test_quick_sweep_trials_log_the_metric_and_reuse_soft_targets(
     assert first != second
     facts = []
     for run_id, params in (("trial0001", first), ("trial0002", second)):
-        run_dir = run_trial(monkeypatch, tmp_path, sweep, params, run_id, checkpoints, child_env, short_run)
+        exp_dir, run_dir = run_trial(monkeypatch, tmp_path, sweep, params, run_id, checkpoints, child_env,
+                                     short_run)
         [wandb_run_dir] = [d for d in run_dirs(run_dir / "wandb") if d.name.endswith(run_id)]  # the agent's run id
         summary, source = read_summary(wandb_run_dir)
         assert metric in summary, f"{metric!r} not logged to W&B ({source}); logged: {sorted(summary)}"
@@ -153,7 +157,7 @@ def test_quick_sweep_trials_log_the_metric_and_reuse_soft_targets(
         assert record.run_group == f"sweep-{SWEEP_ID}"  # tmkd groups a sweep's runs (tmkd.pipeline.loggers)
         run_config = {i.key: json.loads(i.value_json) for i in record.config.update}
         assert {k: run_config.get(k) for k in params} == params  # the agent's values, as the controller reads them
-        config = json.loads((run_dir / "metrics.json").read_text())
+        config = json.loads((exp_dir / "metrics.json").read_text())
         # one epoch: the best-so-far the sweep optimises is the best checkpoint's score in metrics.json
         assert summary[metric] == pytest.approx(config["best"]["val/accuracy"], abs=1e-6)
         resolved = (run_dir / "config.yaml").read_text()
@@ -161,5 +165,6 @@ def test_quick_sweep_trials_log_the_metric_and_reuse_soft_targets(
         facts.append(config)
         assert hydra_args(agent_command(sweep, params))[1:] == [f"{k}={v}" for k, v in params.items()]
     assert facts[0]["teacher_forward_batches"] > 0 and facts[0]["soft_target_cache"]["misses"] > 0
+    assert facts[0]["run_folder"] != facts[1]["run_folder"]  # other parameters: another student run
     assert facts[1]["teacher_forward_batches"] == 0  # the second trial ran no teacher: all from the cache
     assert facts[1]["soft_target_cache"] == {"hits": facts[0]["soft_target_cache"]["misses"], "misses": 0}

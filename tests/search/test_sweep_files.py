@@ -19,6 +19,7 @@ from tmkd.search.sweeps import (
     config_problems,
     experiment_of,
     hydra_args,
+    param_target,
     sample_params,
     space_points,
     sweep_files,
@@ -30,10 +31,11 @@ SWEEP_NAMES = [p.stem for p in sweep_files()]
 EXPECTED = {"m_o_1_quick", "m_o_1_rte", "m_o_1_rte_qnli", "sst2_tiny_kd"}
 
 
-def compose(overrides: list[str]):
+def compose(overrides: list[str], run: str | None = None):
+    """The config of one run (default: the final stage) of the plan these overrides make."""
     from tmkd.search.sweeps import _compose
 
-    return _compose(overrides)
+    return _compose(overrides, run)
 
 
 def test_the_expected_sweep_files_exist() -> None:
@@ -71,7 +73,10 @@ def test_parameters_are_config_keys_with_valid_values(sweeps: dict, name: str) -
     assert config_problems(sweep) == []
     base = compose(trial_overrides(sweep, {}))
     groups = set(config_groups())
-    for key, spec in sweep["parameters"].items():
+    for name, spec in sweep["parameters"].items():
+        run, key = param_target(name)
+        if run is not None:
+            base = compose(trial_overrides(sweep, {}), run)
         if key in groups:
             for value in space_points(spec):
                 assert value in group_options(key)
@@ -85,12 +90,12 @@ def test_parameters_are_config_keys_with_valid_values(sweeps: dict, name: str) -
 def test_search_space(sweeps: dict, name: str) -> None:
     """The agreed space: temperature, alpha, lr, student depth; the aggregator wherever there are several teachers."""
     sweep = sweeps[name]
-    params = sweep["parameters"]
+    params = {param_target(k)[1]: v for k, v in sweep["parameters"].items()}
     cfg = compose(trial_overrides(sweep, {}))
     assert {"distill.temperature", "distill.alpha", "optim.lr"} <= set(params)
     depth = "model.tiny.num_hidden_layers" if cfg.model.tiny is not None else "model.num_layers"
     assert depth in params
-    if cfg.stage == "one_to_one":  # one teacher: every aggregator gives the same target, a wasted dimension
+    if cfg.method == "one_to_one":  # one teacher: every aggregator gives the same target, a wasted dimension
         assert "aggregator" not in params
     else:
         assert sorted(params["aggregator"]["values"]) == AGGREGATORS.names()
@@ -98,18 +103,19 @@ def test_search_space(sweeps: dict, name: str) -> None:
 
 def test_student_depth_fits_the_parent(sweeps: dict, minilm: str) -> None:
     """model.num_layers keeps layers of the student's parent: at most its depth (MiniLM-L6: 6; the stage-1
-    student of m_o_1_rte_qnli: the depth its recipe's experiment cuts)."""
+    student of m_o_1_rte_qnli: the depth stage 1 cuts)."""
     from transformers import AutoConfig
 
     for name, sweep in sweeps.items():
-        cfg = compose(trial_overrides(sweep, {}))
-        if "model.num_layers" not in sweep["parameters"]:
+        depth = {param_target(k)[1]: v for k, v in sweep["parameters"].items()}.get("model.num_layers")
+        if depth is None:
             continue
-        if cfg.model.recipe is not None:
-            parent = compose([f"experiment={cfg.model.recipe.experiment}"]).model.num_layers
+        cfg = compose(trial_overrides(sweep, {}))
+        if "/runs/" in str(cfg.model.name_or_path):  # starts from an earlier stage of the plan
+            parent = compose(trial_overrides(sweep, {}), "stage1").model.num_layers
         else:
             parent = AutoConfig.from_pretrained(cfg.model.name_or_path).num_hidden_layers
-        assert all(1 <= n <= parent for n in sweep["parameters"]["model.num_layers"]["values"]), (name, parent)
+        assert all(1 <= n <= parent for n in depth["values"]), (name, parent)
 
 
 @pytest.mark.parametrize("typo", [
@@ -149,11 +155,14 @@ def test_expanded_trial_composes_with_tmkd_run(sweeps: dict, name: str, tmp_path
     done = subprocess.run([*command, "--cfg", "job"], env=child_env(tmp_path / "ck"), capture_output=True,
                           text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
-    job = yaml.safe_load(done.stdout)
-    for key, value in params.items():
-        got = job["distill"]["aggregator"]["name"] if key == "aggregator" else OmegaConf.select(
-            OmegaConf.create(job), key)
-        assert got == value, (key, got, value)
+    job = OmegaConf.create(yaml.safe_load(done.stdout))
+    for name_, value in params.items():
+        run, key = param_target(name_)
+        if run is not None:  # addressed to one run: held for the planner under node_overrides
+            got = OmegaConf.select(job, f"node_overrides.stages.{run}.{key}")
+        else:
+            got = job.distill.aggregator.name if key == "aggregator" else OmegaConf.select(job, key)
+        assert got == value, (name_, got, value)
 
 
 def test_tmkd_run_rejects_a_typo_in_an_expanded_trial(sweeps: dict, tmp_path: Path, child_env) -> None:
@@ -189,18 +198,24 @@ def test_sst2_tiny_kd_students(minilm: str) -> None:
             (["model=tiny", f"model.tokenizer={minilm}", "model.tiny.hidden_size=128",
               "model.tiny.intermediate_size=512"], 2, 128)):
         cfg = compose(["experiment=sst2_tiny_kd", *overrides])
-        assert cfg.stage == "one_to_one" and len(cfg.distill.teachers) == 1 and cfg.task.name == "sst2"
-        assert cfg.distill.teachers[0].recipe.experiment == "finetune_sst2"
+        assert cfg.method == "one_to_one" and len(cfg.distill.teachers) == 1 and cfg.task.name == "sst2"
+        assert "/runs/finetune_sst2/minilm_s42-" in cfg.distill.teachers[0].name_or_path  # a run of the plan
         model, tokenizer = build_classifier(ModelSpec.from_config(plain(cfg.model)), task)
         assert (model.config.num_hidden_layers, model.config.hidden_size) == (depth, width)
         assert tokenizer.name_or_path == minilm
 
 
 def test_stage_two_starts_from_the_stage_one_student() -> None:
-    cfg = compose(["experiment=m_o_1_rte_qnli", "seed=7"])
-    assert cfg.task.name == "qnli" and cfg.stage == "many_to_one" and len(cfg.distill.teachers) == 3
-    assert cfg.model.name_or_path.endswith("/m_o_1_rte/stage1_s7")
-    assert cfg.model.recipe.experiment == "m_o_1_rte" and "seed=7" in list(cfg.model.recipe.overrides)
-    stage1 = compose([f"experiment={cfg.model.recipe.experiment}", *cfg.model.recipe.overrides])
-    assert stage1.task.name == "rte" and stage1.stage == "many_to_one"
-    assert all(t.recipe.experiment == "finetune_qnli" for t in cfg.distill.teachers)
+    from tmkd.cli import address_runs
+    from tmkd.pipeline.compose import compose_run
+    from tmkd.pipeline.plan import build_plan
+
+    overrides = address_runs(["experiment=m_o_1_rte_qnli", "seed=7"])
+    plan = build_plan(compose_run(overrides), overrides)
+    stage1, stage2 = plan.runs["stage1"], plan.runs["stage2"]
+    assert stage2.config["task"]["name"] == "qnli" and stage2.config["method"] == "many_to_one"
+    assert stage2.config["model"]["name_or_path"] == str(stage1.out_dir) and "stage1" in stage2.needs
+    assert stage1.config["task"]["name"] == "rte" and stage1.config["seed"] == stage2.config["seed"] == 7
+    qnli_teachers = [t["name"] for t in stage2.config["distill"]["teachers"]]
+    assert qnli_teachers == ["qnli_minilm_s42", "qnli_minilm_s7", "qnli_minilm_s3"]
+    assert all(plan.runs[t].experiment == "finetune_qnli" for t in qnli_teachers)

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
-
-import os
 from pathlib import Path
+from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
-
 
 # The package's configs: tmkd/configs is a symlink to the repository's configs/ in a checkout and a real
 # folder in an installed wheel. TMKD_CONFIG_DIR points elsewhere (add user configs with hydra.searchpath).

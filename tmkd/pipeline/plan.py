@@ -166,7 +166,8 @@ class Planner:
                 raise PlanError(f"stage {name!r} of {self.experiment!r} needs an `experiment` (the run's base config)")
             unknown = sorted(set(spec) - {"experiment", "overrides", "init_from"})
             if unknown:
-                raise PlanError(f"stage {name!r}: unknown setting(s) {unknown}; valid: experiment, overrides, init_from")
+                raise PlanError(f"stage {name!r}: unknown setting(s) {unknown}; "
+                                "valid: experiment, overrides, init_from")
             final = i == len(names) - 1
             self.plan_stage(name, spec, final, names[:i])
         unknown = sorted(f"{kind}.{name}" for kind, named in self.addressed.items() for name in named

@@ -54,7 +54,7 @@ def collect_rows(plan: Plan, results: dict[str, dict[str, Any]]) -> list[dict[st
             "method": metrics.get("method"), "metric": key, "value": value, "best": metrics.get("best", {}),
             "params": metrics.get("params"), "size_mb": round(folder_bytes(export) / 2**20, 2) if export.is_dir()
             else None, "folder": str(run.out_dir), "final": run.name == plan.final, "data": metrics.get("data"),
-            "teachers": sorted((metrics.get("teachers") or {})),
+            "teachers": sorted(metrics.get("teachers") or {}),
         })
     return rows
 

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -31,17 +31,15 @@ log = logging.getLogger(__name__)
 _CHILDREN: set[subprocess.Popen] = set()
 
 
-class Interrupted(Exception):  # noqa: N818 - reads as what happened
+class Interrupted(Exception):
     """SIGTERM arrived: raised in the main thread so every layer unwinds (and records) cleanly."""
 
 
 def _kill_children(signum: int) -> None:
     for child in list(_CHILDREN):
         if child.poll() is None:
-            try:
+            with suppress(ProcessLookupError):
                 os.killpg(child.pid, signum)
-            except ProcessLookupError:
-                pass
 
 
 @contextmanager
@@ -128,6 +126,9 @@ def run_plan(plan: Plan, report: bool = True, report_options: dict[str, Any] | N
                 continue
             results[run.name] = execute(run)
     plan.experiment_dir.mkdir(parents=True, exist_ok=True)
+    last = plan.only or plan.final
+    if last in results:  # the experiment's result, where search tables (tmkd.search.trials) look for it
+        write_json(plan.experiment_dir / "metrics.json", {**results[last], "run_folder": str(plan.runs[last].out_dir)})
     write_json(plan.experiment_dir / "plan.json", {
         "experiment": plan.experiment, "final": plan.final,
         "runs": [{"name": r.name, "kind": r.kind, "experiment": r.experiment, "hash": r.hash,
@@ -139,6 +140,7 @@ def run_plan(plan: Plan, report: bool = True, report_options: dict[str, Any] | N
         path = write_report(plan, results, **(report_options or {}))
         print(Path(path).with_suffix(".md").read_text())
         print(f"report: {path}")
+    print(f"experiment folder: {plan.experiment_dir}", flush=True)
     return results
 
 
@@ -167,6 +169,11 @@ def run_experiment(cfg: Any, overrides: list[str]) -> float | None:
     if own_dir:
         top["paths"]["experiment_dir"] = own_dir
     plan = build_plan(top, list(overrides))
+    if os.environ.get("WANDB_SWEEP_ID"):
+        # Under a W&B sweep agent the trial's W&B run is the final stage's; the runs it needs first log to CSV.
+        for r in plan.runs.values():
+            if r.name != plan.final and (r.config.get("logger") or {}).get("kind") == "wandb":
+                r.config["logger"] = {"kind": "csv"}
     print(plan.describe(), flush=True)
     if top.get("plan"):
         return None

@@ -237,13 +237,23 @@ def trial_overrides(sweep: Mapping[str, Any], params: Mapping[str, Any]) -> list
 
 
 # --- checks against the configs ------------------------------------------------------------------------------------
+def param_target(name: str) -> tuple[str | None, str]:
+    """``stages.stage2.distill.alpha`` -> ``("stage2", "distill.alpha")``; a plain key -> ``(None, key)``:
+    the final stage's (see tmkd.pipeline.plan for how overrides reach the runs of a plan)."""
+    from tmkd.cli import ADDRESSED
+
+    match = ADDRESSED.match(name)
+    return (match[2], match[3]) if match else (None, name)
+
+
 def config_problems(sweep: Mapping[str, Any]) -> list[str]:
-    """Parameters that are no key (or config group) of the composed experiment config, values that do not compose,
-    or that tmkd would reject (temperature, alpha, lr, aggregator names), for the sweep's experiment."""
+    """Parameters that are no key (or config group) of the run they reach, values that do not compose, or that
+    tmkd would reject (temperature, alpha, lr, aggregator names), for the sweep's experiment."""
     from hydra.errors import HydraException
     from omegaconf import DictConfig
 
     from tmkd.cli import config_groups, group_options
+    from tmkd.pipeline.plan import PlanError
 
     experiment = experiment_of(sweep)
     if experiment is None:
@@ -251,24 +261,26 @@ def config_problems(sweep: Mapping[str, Any]) -> list[str]:
     if experiment not in group_options("experiment"):
         return [f"experiment {experiment!r} is not one of {group_options('experiment')}"]
     fixed = trial_overrides(sweep, {})
-    try:
-        base = _compose(fixed)
-    except HydraException as err:
-        return [f"{' '.join(fixed)} does not compose: {err}"]
     groups = set(config_groups())
     problems: list[str] = []
     for name, spec in (sweep.get("parameters") or {}).items():
-        if name in groups:
-            bad = [v for v in space_points(spec) if str(v) not in group_options(name)]
+        run, key = param_target(name)
+        try:
+            base = _compose(fixed, run)
+        except (HydraException, PlanError) as err:
+            problems.append(f"{name}: {' '.join(fixed)} does not plan: {err}")
+            continue
+        if key in groups:
+            bad = [v for v in space_points(spec) if str(v) not in group_options(key)]
             if bad:
-                problems.append(f"{name}: {bad} not in configs/{name}/ ({', '.join(group_options(name))})")
+                problems.append(f"{name}: {bad} not in configs/{key}/ ({', '.join(group_options(key))})")
                 continue
         else:
-            parent_key, _, leaf = name.rpartition(".")
+            parent_key, _, leaf = key.rpartition(".")
             parent = _select(base, parent_key) if parent_key else base
             if not isinstance(parent, DictConfig) or leaf not in parent:
                 valid = sorted(str(k) for k in parent) if isinstance(parent, DictConfig) else sorted(map(str, base))
-                problems.append(f"{name}: no such key in the composed config of {experiment} "
+                problems.append(f"{name}: no such key in the config of {experiment} run {run or 'final stage'} "
                                 f"(keys under {parent_key or 'the top level'!r}: {', '.join(valid)})")
                 continue
         for value in space_points(spec):
@@ -279,14 +291,17 @@ def config_problems(sweep: Mapping[str, Any]) -> list[str]:
 def _value_problems(sweep: Mapping[str, Any], name: str, value: Any, groups: set[str]) -> list[str]:
     from hydra.errors import HydraException
 
+    from tmkd.pipeline.plan import PlanError
+
+    run, key = param_target(name)
     overrides = trial_overrides(sweep, {name: value})
     try:
-        cfg = _compose(overrides)
-    except HydraException as err:
+        cfg = _compose(overrides, run)
+    except (HydraException, PlanError) as err:
         return [f"does not compose: {err}"]
-    if name in groups:
+    if key in groups:
         return []
-    got = _select(cfg, name)
+    got = _select(cfg, key)
     if got != value:
         return [f"composes to {got!r} ({type(got).__name__}), not {value!r}"]
     return _semantic_problems(cfg)
@@ -301,7 +316,7 @@ def _semantic_problems(cfg: Any) -> list[str]:
 
     try:
         OptimConfig(**plain(cfg.optim))
-        if cfg.stage != "finetune":
+        if cfg.method != "finetune":
             distill_config(plain(cfg.distill))
             if cfg.distill.aggregator.name not in AGGREGATORS:
                 raise ValueError(f"aggregator {cfg.distill.aggregator.name!r} is not in {AGGREGATORS.names()}")
@@ -316,14 +331,20 @@ def _select(cfg: Any, key: str) -> Any:
     return OmegaConf.select(cfg, key, throw_on_missing=False)
 
 
-def _compose(overrides: list[str]) -> Any:
-    """configs/train.yaml composed with ``overrides`` (no ``hydra`` node), as tmkd.cli checks a command line."""
-    from hydra import compose, initialize_config_dir
+def _compose(overrides: list[str], run: str | None = None) -> Any:
+    """The resolved config of one run (default: the final stage) of the plan these overrides make."""
+    from omegaconf import OmegaConf
 
-    from tmkd.cli import CONFIG_DIR, CONFIG_NAME
+    from tmkd.cli import address_runs
+    from tmkd.pipeline.compose import compose_run
+    from tmkd.pipeline.plan import PlanError, build_plan
 
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose(CONFIG_NAME, overrides=list(overrides))
+    overrides = address_runs(list(overrides))
+    plan = build_plan(compose_run(overrides), overrides)
+    name = run or plan.final
+    if name not in plan.runs:
+        raise PlanError(f"{name!r} is not a run of {plan.experiment!r}; runs: {list(plan.runs)}")
+    return OmegaConf.create(plan.runs[name].config)
 
 
 # --- local trials (no W&B server) ----------------------------------------------------------------------------------
