@@ -23,9 +23,9 @@ def runs(paths: list[str]) -> list[Path]:
 def row(run: Path) -> dict[str, str]:
     m = json.loads((run / "metrics.json").read_text())
     cfg = yaml.safe_load((run / "config.yaml").read_text())
-    stage = m["stage"]
-    method = stage if stage != "many_to_one" else f"many_to_one ({cfg['distill']['aggregator']['name']})"
-    model = cfg["model"]["name_or_path"] or "tiny"
+    kind = m.get("method") or m.get("stage")  # runs before the plan runner called it "stage"
+    method = kind if kind != "many_to_one" else f"many_to_one ({cfg['distill']['aggregator']['name']})"
+    model = str(cfg["model"]["name_or_path"] or "tiny").rstrip("/")
     depth = cfg["model"]["num_layers"] or (len(cfg["model"]["layers"]) if cfg["model"]["layers"] else "all")
     teachers = m.get("teachers", {})
     return {

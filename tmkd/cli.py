@@ -8,18 +8,15 @@ overrides are composed once so that a typo fails with the list of valid names at
 from __future__ import annotations
 
 import inspect
-import os
 import re
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from hydra import compose
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from tmkd.pipeline.compose import CONFIG_DIR, CONFIG_NAME, hydra_context
-
 
 # Hydra's own flags: name -> whether it takes a value.
 HYDRA_FLAGS = {

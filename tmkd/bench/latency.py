@@ -318,9 +318,15 @@ def weights_bytes(name_or_path: str | os.PathLike) -> int | None:
 
 
 def load_model(name_or_path: str | os.PathLike) -> tuple[torch.nn.Module, Any]:
-    """A sequence classifier and its tokenizer (eval mode) from a run folder, save_pretrained folder, hub id, or a
-    run's Lightning ``.ckpt`` (architecture from the run's export, weights from the checkpoint)."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    """A sequence classifier (or, for a question-answering export, a span model) and its tokenizer (eval mode) from
+    a run folder, save_pretrained folder, hub id, or a run's Lightning ``.ckpt`` (architecture from the run's
+    export, weights from the checkpoint)."""
+    from transformers import (
+        AutoConfig,
+        AutoModelForQuestionAnswering,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
     from transformers.utils import logging as hf_logging
 
     from tmkd.models.build import load_ckpt_weights, resolve_path
@@ -330,7 +336,10 @@ def load_model(name_or_path: str | os.PathLike) -> tuple[torch.nn.Module, Any]:
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # a hub encoder's new head is expected here: latency does not need it trained
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+        architectures = AutoConfig.from_pretrained(folder).architectures or []
+        spans = any(a.endswith("ForQuestionAnswering") for a in architectures)
+        auto = AutoModelForQuestionAnswering if spans else AutoModelForSequenceClassification
+        model = auto.from_pretrained(folder).eval()
         tokenizer = AutoTokenizer.from_pretrained(folder)
     finally:
         hf_logging.set_verbosity(verbosity)

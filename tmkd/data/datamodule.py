@@ -10,16 +10,22 @@ from datasets import Dataset, DatasetDict
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
+from tmkd.data.kinds import get_kind
 from tmkd.data.loading import load_splits
 from tmkd.data.sampling import EpochSampler
 from tmkd.data.tasks import TaskSpec
-from tmkd.data.tokenize import MultiViewCollator, encode, view_lengths
+from tmkd.data.tokenize import view_lengths
 
 STUDENT = "student"
 
 
 class TaskDataModule(pl.LightningDataModule):
     """Batches carry ``labels``, ``row_id`` and ``inputs[view]`` for every tokenizer in ``tokenizers``.
+
+    Encoding and batching follow the task's kind (:mod:`tmkd.data.kinds`). For QA every split is cut into
+    windows: ``encoded[split]`` holds the windows ("features", ``row_id`` = feature row, which soft-target
+    caches index; ``example_index`` = the question's row), ``raw[split]`` the questions, both kept for
+    post-processing; ``labels`` are ``[start, end]``.
 
     The first view (``student`` by convention) is the trained model's; the others are teachers' that
     run online. ``group_by_length`` batches similar lengths together (HF's megabatch grouping), which
@@ -59,7 +65,8 @@ class TaskDataModule(pl.LightningDataModule):
         self.seed = seed
         self.raw: DatasetDict | None = None
         self.encoded: dict[str, Dataset] = {}
-        self.collator = MultiViewCollator(self.tokenizers)
+        self.kind = get_kind(task.kind)
+        self.collator = self.kind.collator(self.tokenizers)
 
     @property
     def main_view(self) -> str:
@@ -70,7 +77,8 @@ class TaskDataModule(pl.LightningDataModule):
             return
         self.raw = load_splits(self.task, self.data_dir, self.max_train_samples, self.max_eval_samples, self.seed)
         for split, ds in self.raw.items():
-            self.encoded[split] = encode(ds, self.tokenizers, self.task, self.max_length, split)
+            self.encoded[split] = self.kind.encode(ds, self.tokenizers, self.task, self.max_length, split,
+                                                   train=split == self.task.train_split)
 
     def _loader(self, ds: Dataset, batch_size: int, train: bool) -> DataLoader:
         sampler: Any = None

@@ -14,7 +14,7 @@ import datasets
 import pyarrow.parquet as pq
 from datasets import Dataset, DatasetDict
 
-from tmkd.data import synthetic
+from tmkd.data.kinds import KindDataError, get_kind
 from tmkd.data.tasks import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -87,28 +87,11 @@ def _load_hub(task: TaskSpec, splits: list[str]) -> DatasetDict:
 
 
 def validate_split(ds: Dataset, task: TaskSpec, split: str) -> Dataset:
-    """Check columns and labels; drop the task's unlabelled rows (e.g. SNLI -1)."""
-    needed = [*task.text_columns, task.label_column]
-    missing = [c for c in needed if c not in ds.column_names]
-    if missing:
-        raise DataError(f"{task.name}/{split}: missing column(s) {missing}; columns present: {ds.column_names}")
-    if task.drop_labels:
-        drop = set(task.drop_labels)
-        ds = ds.filter(lambda y: [v not in drop for v in y], input_columns=task.label_column, batched=True,
-                       desc=f"Dropping unlabelled rows ({split})")
-    if len(ds) == 0:
-        raise DataError(f"{task.name}/{split} is empty")
-    bad = [v for v in ds.unique(task.label_column) if not (isinstance(v, int) and 0 <= v < task.num_labels)]
+    """Check a split against its task kind (columns, labels / answers); drop the task's unlabelled rows."""
     try:
-        bad.sort()
-    except TypeError:  # mixed types, e.g. None (an empty cell) next to numbers
-        bad.sort(key=repr)
-    if bad:
-        raise DataError(
-            f"{task.name}/{split}: label value(s) {bad[:10]} outside the label set "
-            f"{dict(enumerate(task.label_names))}"
-        )
-    return ds
+        return get_kind(task.kind).validate_split(ds, task, split)
+    except KindDataError as err:
+        raise DataError(str(err)) from err
 
 
 def load_splits(
@@ -125,7 +108,7 @@ def load_splits(
     """
     splits = [task.train_split, *task.eval_splits]
     if task.synthetic is not None:
-        folder = synthetic.materialise(task.name, task.text_columns, task.eval_splits[0], task.synthetic)
+        folder = get_kind(task.kind).materialise(task)
         raw = _load_local(folder, splits)
     else:
         root = resolve_data_dir(data_dir)

@@ -34,8 +34,14 @@ class TaskSpec:
     train_split: str = "train"
     eval_splits: tuple[str, ...] = ("validation",)
     drop_labels: tuple[int, ...] = ()  # e.g. SNLI's -1 (no gold label)
-    kind: str = "classification"  # room for "qa" (SQuAD) later
+    kind: str = "classification"  # a registered task kind (tmkd/data/kinds.py): classification | qa
     synthetic: dict[str, Any] | None = field(default=None, hash=False)  # generator options, if synthetic
+    # extractive QA (kind "qa") only: windows, answer decoding, SQuAD v2.0 no-answer rule
+    doc_stride: int = 128  # overlap of consecutive windows of one context, in tokens
+    n_best: int = 20  # start / end candidates per window
+    max_answer_length: int = 30  # tokens
+    version_2: bool = False  # unanswerable questions allowed (SQuAD v2.0)
+    null_threshold: float = 0.0  # v2: "no answer" when null score - best span score exceeds it
 
     @property
     def num_labels(self) -> int:
@@ -44,6 +50,11 @@ class TaskSpec:
     @property
     def id2label(self) -> dict[int, str]:
         return dict(enumerate(self.label_names))
+
+    def __post_init__(self) -> None:
+        if self.kind == "qa" and not 0 <= self.doc_stride < self.max_length:
+            raise ValueError(f"task {self.name!r}: doc_stride must be in [0, max_length={self.max_length}), "
+                             f"got {self.doc_stride}")
 
     def split_prefix(self, split: str) -> str:
         """Logging prefix of an eval split: the first is ``val``, others ``val_<suffix>``."""
@@ -97,3 +108,14 @@ register_task(TaskSpec(
     "synth_nli", ("premise", "hypothesis"), _NLI3, max_length=48,
     synthetic={"labels": 3, "n_train": 3000, "n_eval": 600, "noise": 0.1, "seed": 0},
 ))
+
+# Extractive QA (kind "qa"): SQuAD's hub schema (id, title, context, question, answers{text, answer_start}).
+_QA = {"text_columns": ("question", "context"), "label_names": (), "label_column": "answers", "kind": "qa",
+       "metrics": ("exact", "f1"), "main_metric": "f1", "max_length": 384}
+register_task(TaskSpec("squad", hub_id="rajpurkar/squad", local_path="squad", **_QA))
+register_task(TaskSpec("squad_v2", hub_id="rajpurkar/squad_v2", local_path="squad_v2", version_2=True, **_QA))
+# Synthetic QA (tmkd/data/synthetic_qa.py); short contexts, so short windows.
+register_task(TaskSpec("synth_qa", **{**_QA, "max_length": 64}, doc_stride=16,
+                       synthetic={"n_train": 2000, "n_eval": 200, "seed": 0}))
+register_task(TaskSpec("synth_qa_v2", **{**_QA, "max_length": 64}, doc_stride=16, version_2=True,
+                       synthetic={"n_train": 2000, "n_eval": 200, "seed": 0, "unanswerable": 0.3}))

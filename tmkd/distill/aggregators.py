@@ -3,6 +3,11 @@
 Every aggregator only decides per-teacher, per-example weights ``w[t, b]`` (non-negative, summing to
 one over teachers); the base class turns them into the mixed softened probabilities and mixed logits,
 so all strategies produce targets the KD losses treat identically.
+
+Logits are ``[teachers, batch, ..., classes]``: extra middle dims are independent distributions of one example
+(QA: ``[T, B, 2, S]``, a start and an end distribution over the window's tokens); labels are then
+``[batch, ...]`` (QA: ``[B, 2]``). Weights stay per example (``[T, B]``): confidence-style measures average
+over the middle dims (QA: p(gold) averaged over start and end).
 """
 
 from __future__ import annotations
@@ -23,8 +28,8 @@ AGGREGATORS: Registry[Aggregator] = Registry("aggregator")
 class SoftTarget:
     """What the student is distilled towards.
 
-    ``probs`` [B, C]: weighted mix of the teachers' softened probabilities (for KL);
-    ``logits`` [B, C]: weighted mix of the raw teacher logits (for MSE on logits);
+    ``probs`` [B, ..., C]: weighted mix of the teachers' softened probabilities (for KL);
+    ``logits`` [B, ..., C]: weighted mix of the raw teacher logits (for MSE on logits);
     ``weights`` [T, B]: the teacher weights used, kept for logging/analysis.
     """
 
@@ -38,10 +43,16 @@ def _upcast(x: Tensor) -> Tensor:
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
+def _per_example(x: Tensor) -> Tensor:
+    """[T, B, ...] -> [T, B]: the mean over an example's distributions (QA: start and end)."""
+    return x.flatten(2).mean(-1) if x.dim() > 2 else x
+
+
 def _gold_probs(probs: Tensor, labels: Tensor) -> Tensor:
-    """probs [T, B, C], labels [B] -> each teacher's probability of the gold label, [T, B]."""
-    index = labels.view(1, -1, 1).expand(probs.shape[0], -1, 1)
-    return probs.gather(-1, index).squeeze(-1)
+    """probs [T, B, ..., C], labels [B, ...] -> each teacher's probability of the gold label(s), averaged over the
+    middle dims: [T, B]."""
+    index = labels.unsqueeze(0).unsqueeze(-1).expand(probs.shape[0], *labels.shape, 1)
+    return _per_example(probs.gather(-1, index).squeeze(-1))
 
 
 class Aggregator(nn.Module):
@@ -62,26 +73,31 @@ class Aggregator(nn.Module):
                 f"expected (T, B) = ({n_teachers}, {batch})"
             )
         w = w.to(dtype=logits.dtype, device=logits.device)
-        probs = (w.unsqueeze(-1) * torch.softmax(logits / temperature, dim=-1)).sum(0)
-        mixed_logits = (w.unsqueeze(-1) * logits).sum(0)
+        wb = w.view(n_teachers, batch, *([1] * (logits.dim() - 2)))
+        probs = (wb * torch.softmax(logits / temperature, dim=-1)).sum(0)
+        mixed_logits = (wb * logits).sum(0)
         return SoftTarget(probs=probs, logits=mixed_logits, weights=w)
 
 
 def _validate(logits: Tensor, labels: Tensor | None, temperature: float) -> None:
-    if not isinstance(logits, Tensor) or logits.dim() != 3:
+    if not isinstance(logits, Tensor) or logits.dim() < 3:
         shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-        raise ValueError(f"teacher logits must be a 3-D tensor [teachers, batch, classes], got {shape}")
+        raise ValueError(f"teacher logits must be a 3-D tensor [teachers, batch, classes] (or more: "
+                         f"[teachers, batch, ..., classes]), got {shape}")
     if not logits.is_floating_point():
         raise ValueError(f"teacher logits must be floating point, got dtype {logits.dtype}")
-    n_teachers, batch, n_classes = logits.shape
-    if n_teachers == 0 or batch == 0 or n_classes == 0:
+    n_classes = logits.shape[-1]
+    if 0 in logits.shape:
         raise ValueError(f"teacher logits have an empty dimension: shape {tuple(logits.shape)}")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if labels is None:
         return
-    if labels.dim() != 1 or labels.shape[0] != batch:
-        raise ValueError(f"labels must have shape [batch] = [{batch}], got {tuple(labels.shape)}")
+    expected = tuple(logits.shape[1:-1])
+    if tuple(labels.shape) != expected:
+        dims = "[batch]" if len(expected) == 1 else "[batch, ...]"
+        raise ValueError(f"labels must have shape {dims} = {list(expected)} for teacher logits "
+                         f"{tuple(logits.shape)}, got {tuple(labels.shape)}")
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}")
     low, high = int(labels.min()), int(labels.max())
@@ -154,7 +170,7 @@ class ConfidenceAggregator(Aggregator):
             safe_total = torch.where(total > 0, total, torch.ones_like(total))
             return torch.where(total > 0, gold / safe_total, torch.full_like(gold, 1.0 / gold.shape[0]))
         log_probs = torch.log_softmax(scaled, dim=-1)
-        neg_entropy = (log_probs.exp() * log_probs).sum(-1)
+        neg_entropy = _per_example((log_probs.exp() * log_probs).sum(-1))
         return torch.softmax(neg_entropy, dim=0)
 
 
@@ -167,7 +183,7 @@ class BestTeacherAggregator(Aggregator):
 
     def weights(self, logits: Tensor, labels: Tensor | None, temperature: float) -> Tensor:
         probs = torch.softmax(logits / temperature, dim=-1)
-        score = _gold_probs(probs, labels) if labels is not None else probs.amax(dim=-1)
+        score = _gold_probs(probs, labels) if labels is not None else _per_example(probs.amax(dim=-1))
         winner = score.argmax(dim=0)
         return nn.functional.one_hot(winner, logits.shape[0]).T.to(logits.dtype).contiguous()
 

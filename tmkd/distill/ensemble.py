@@ -1,4 +1,5 @@
-"""Frozen teachers, each with its own tokenizer, evaluated together: logits [teachers, batch, classes].
+"""Frozen teachers, each with its own tokenizer, evaluated together: logits [teachers, batch, ..., classes]
+(the task kind's layout: [T, B, C] for classification, [T, B, 2, S] for QA).
 
 Teachers and student may use different vocabularies (an MPNet teacher, a BERT-vocabulary student),
 so every teacher reads the raw text through its own tokenizer. Teachers that share a tokenizer
@@ -16,6 +17,7 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from tmkd.data.kinds import get_kind
 from tmkd.data.tasks import TaskSpec
 from tmkd.distill.cache import fingerprint_module
 
@@ -64,10 +66,9 @@ class TeacherEnsemble:
         names = [t.name for t in teachers]
         if len(set(names)) != len(names):
             raise ValueError(f"teacher names must be unique, got {names}")
+        self.kind = get_kind(task.kind)
         for t in teachers:
-            n = t.model.config.num_labels
-            if n != task.num_labels:
-                raise ValueError(f"teacher {t.name!r} has {n} labels, task {task.name!r} has {task.num_labels}")
+            self.kind.check_teacher(t.model, task, t.name)
             t.model.eval().requires_grad_(False)
         self.teachers = teachers
         self.task = task
@@ -106,10 +107,10 @@ class TeacherEnsemble:
     @torch.inference_mode()
     def teacher_logits(self, index: int, inputs: dict[str, Tensor]) -> Tensor:
         self.forward_batches += 1
-        return self.teachers[index].model(**inputs).logits.float()
+        return self.kind.from_output(self.teachers[index].model(**inputs), inputs).float()
 
     def logits(self, inputs_by_view: dict[str, dict[str, Tensor]]) -> Tensor:
-        """Per-teacher logits, shape [teachers, batch, classes], each from its own view of the batch."""
+        """Per-teacher logits, shape [teachers, batch, ..., classes], each from its own view of the batch."""
         return torch.stack([self.teacher_logits(i, inputs_by_view[t.view]) for i, t in enumerate(self.teachers)])
 
     @torch.inference_mode()

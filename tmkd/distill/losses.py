@@ -31,6 +31,9 @@ def _check_same_shape(student_logits: Tensor, target: Tensor, what: str) -> None
 class KLDivergenceLoss(nn.Module):
     """Hinton et al. (2015): ``T^2 * KL(p_teacher || p_student)``, summed over classes, batch-mean.
 
+    Logits ``[B, ..., C]``: the mean runs over examples and any middle dims (QA ``[B, 2, S]``: over examples and
+    the start/end pair); positions a teacher gives ``FILL`` (-1e4) carry ~0 probability and add ~nothing.
+
     ``p_teacher`` is ``SoftTarget.probs`` (already softened at T) and ``p_student = softmax(z_s / T)``;
     the ``T^2`` keeps gradient magnitudes comparable across temperatures.
     """

@@ -2,6 +2,16 @@
 
 The cache key covers the teacher's weights, the split's content, and the tokenisation (tokenizer
 and max length), so a change to any of them computes new targets instead of reading stale ones.
+
+Classification: ``[rows, T, C]`` float32 by ``row_id``. Extractive QA: per student *window* (feature row),
+``[n_features, T, 2, max_length]`` float16 (start, end), padded to the student's ``max_length`` with
+:data:`tmkd.data.qa.FILL`: every position is stored (not only the context), so a batch slices it as is.
+Cost: ``2 * max_length * 2`` bytes per window and teacher, i.e. ~1.5 KB at 384 tokens; the full SQuAD 2.0
+train split (~132k windows at 384 / stride 128) takes ~203 MB (193 MiB) on disk per teacher.
+A teacher with the student's tokenizer reads the student's own windows; any other reads, per student window,
+the question plus exactly the window's context characters (``context_span``) with its own tokenizer, and its
+start/end logits are mapped onto the student's tokens (:func:`tmkd.data.qa.map_span_logits`). QA keys add the
+student's tokenizer, the window settings and the teacher's tokenizer and window length.
 """
 
 from __future__ import annotations
@@ -14,9 +24,12 @@ import torch
 from datasets import Dataset
 from torch import Tensor
 from torch.utils.data import DataLoader
+from transformers import PreTrainedTokenizerBase
 
+from tmkd.data import qa
+from tmkd.data.kinds import get_kind
 from tmkd.data.tasks import TaskSpec
-from tmkd.data.tokenize import MultiViewCollator, encode
+from tmkd.data.tokenize import SEP, MultiViewCollator, encode
 from tmkd.distill.cache import SoftTargetCache, cache_key
 from tmkd.distill.ensemble import TeacherEnsemble, tokenizer_fingerprint
 
@@ -44,8 +57,10 @@ class SoftTargetStore:
         self.max_length = max_length
         self.cache = SoftTargetCache(cache_dir) if cache_dir is not None else None
         self.batch_size = batch_size
+        self.kind = get_kind(task.kind)
         self.hits = 0
         self.misses = 0
+        self.teacher_headroom = 64  # QA: extra tokens for a teacher that splits a window's context finer
 
     def key(self, teacher_index: int, split: str, data_print: str) -> str:
         t = self.ensemble.teachers[teacher_index]
@@ -63,10 +78,20 @@ class SoftTargetStore:
             out[batch["row_id"]] = self.ensemble.teacher_logits(teacher_index, inputs).cpu()
         return out
 
-    def split_logits(self, ds: Dataset, split: str, device: torch.device | str = "cpu") -> Tensor:
-        """Teacher logits for every row of ``ds`` (which must carry ``row_id`` 0..n-1): [n, T, C]."""
+    def split_logits(self, ds: Dataset, split: str, device: torch.device | str = "cpu",
+                     features: Dataset | None = None, student_tokenizer: PreTrainedTokenizerBase | None = None,
+                     view: str = "student") -> Tensor:
+        """Teacher logits for every row of ``ds`` (which must carry ``row_id`` 0..n-1): [n, T, C].
+
+        QA: for every student window of ``features`` (the datamodule's ``encoded[split]``, ``view`` its student
+        view, ``student_tokenizer`` its tokenizer): [n_features, T, 2, max_length], float16.
+        """
         device = torch.device(device)
         data_print = split_fingerprint(ds, self.task)
+        if self.kind.name == "qa":
+            if features is None or student_tokenizer is None:
+                raise ValueError("QA soft targets are per student window: pass features and student_tokenizer")
+            return self._qa_split_logits(ds, features, student_tokenizer, view, split, data_print, device)
         per_teacher = []
         for i, t in enumerate(self.ensemble.teachers):
             if self.cache is None:
@@ -84,3 +109,73 @@ class SoftTargetStore:
             self.cache.save(key, logits, meta={"teacher": t.name, "source": t.source, "split": split})
             per_teacher.append(logits)
         return torch.stack(per_teacher, dim=1)
+
+    # --- extractive QA -------------------------------------------------------------------------------------------
+    def teacher_max_length(self, teacher_index: int) -> int:
+        """A teacher's window length for re-tokenised student windows: the student's plus headroom, within what
+        the teacher's tokenizer and position embeddings allow."""
+        from tmkd.models.build import usable_positions
+
+        t = self.ensemble.teachers[teacher_index]
+        return min(self.max_length + self.teacher_headroom, int(t.tokenizer.model_max_length),
+                   usable_positions(t.model.config))
+
+    def _qa_split_logits(self, ds: Dataset, features: Dataset, student_tokenizer: PreTrainedTokenizerBase,
+                         view: str, split: str, data_print: str, device: torch.device) -> Tensor:
+        n, length = len(features), self.max_length
+        per_teacher = []
+        for i, t in enumerate(self.ensemble.teachers):
+            same = qa.same_tokenizer(t.tokenizer, student_tokenizer)
+            t_max = length if same else self.teacher_max_length(i)
+            key = cache_key(kind="soft_targets/qa/v1", teacher=t.fingerprint, task=self.task.name, split=split,
+                            data=data_print, student_tokenizer=tokenizer_fingerprint(student_tokenizer),
+                            max_length=length, doc_stride=self.task.doc_stride,
+                            tokenizer=tokenizer_fingerprint(t.tokenizer), teacher_max_length=t_max)
+            cached = self.cache.load(key) if self.cache is not None else None
+            if cached is not None and cached.shape == (n, 2, length):
+                self.hits += 1
+                per_teacher.append(cached)
+                continue
+            self.misses += self.cache is not None
+            log.info("soft targets: running teacher %s on %s/%s (%d windows, %s)", t.name, self.task.name, split, n,
+                     "student's windows" if same else "its own tokenisation, mapped")
+            logits = (self._qa_same(i, features, student_tokenizer, view, device) if same
+                      else self._qa_mapped(i, ds, features, t_max, device))
+            if self.cache is not None:
+                self.cache.save(key, logits, meta={"teacher": t.name, "source": t.source, "split": split,
+                                                   "layout": "features x (start, end) x max_length, fp16"})
+            per_teacher.append(logits)
+        return torch.stack(per_teacher, dim=1)
+
+    def _qa_same(self, index: int, features: Dataset, tokenizer: PreTrainedTokenizerBase, view: str,
+                 device: torch.device) -> Tensor:
+        """Same tokenizer: the teacher reads the student's own windows (identical tokens and positions)."""
+        out = torch.full((len(features), 2, self.max_length), qa.FILL, dtype=torch.float16)
+        cols = [c for c in features.column_names if c.startswith(view + SEP)]
+        for a in range(0, len(features), self.batch_size):
+            chunk = features[a:a + self.batch_size]
+            rows = [{c[len(view) + 1:]: chunk[c][r] for c in cols} for r in range(len(chunk[cols[0]]))]
+            inputs = {k: v.to(device) for k, v in tokenizer.pad(rows, return_tensors="pt").items()}
+            logits = self.ensemble.teacher_logits(index, inputs).cpu()
+            out[a:a + len(rows), :, : logits.shape[-1]] = logits.to(torch.float16)
+        return out
+
+    def _qa_mapped(self, index: int, ds: Dataset, features: Dataset, t_max: int, device: torch.device) -> Tensor:
+        """Other tokenizer: per student window, the question plus the window's context characters, tokenised by
+        the teacher; its start/end logits moved onto the student's tokens."""
+        t = self.ensemble.teachers[index]
+        questions, contexts = ds["question"], ds["context"]
+        out = torch.empty((len(features), 2, self.max_length), dtype=torch.float16)
+        for a in range(0, len(features), self.batch_size):
+            chunk = features[a:a + self.batch_size]
+            rows = chunk["example_index"]
+            enc = qa.teacher_features([questions[r] for r in rows], [contexts[r] for r in rows],
+                                      chunk["context_span"], t.tokenizer, t_max)
+            t_offsets = enc.pop("offset_mapping")
+            inputs = {k: v.to(device) for k, v in t.tokenizer.pad(enc, return_tensors="pt").items()}
+            logits = self.ensemble.teacher_logits(index, inputs).cpu()
+            for j, which in enumerate(("start", "end")):
+                mapped = qa.map_span_logits(logits[:, j], t_offsets, chunk["offset_mapping"], which,
+                                            student_length=self.max_length)
+                out[a:a + len(rows), j] = mapped.to(torch.float16)
+        return out

@@ -1,4 +1,5 @@
-"""Build sequence classifiers: from a hub id, a local folder, a tmkd run folder, or a tiny random config."""
+"""Build the model a task trains (its kind's class: sequence classifier or extractive-QA model): from a hub id, a
+local folder, a tmkd run folder, or a tiny random config."""
 
 from __future__ import annotations
 
@@ -10,14 +11,13 @@ from typing import Any
 import torch
 from transformers import (
     AutoConfig,
-    AutoModelForSequenceClassification,
     AutoTokenizer,
     BertConfig,
-    BertForSequenceClassification,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
 
+from tmkd.data.kinds import get_kind
 from tmkd.data.tasks import TaskSpec
 from tmkd.models.student import select_layers
 from tmkd.models.tokenizers import synthetic_tokenizer
@@ -108,19 +108,21 @@ def _is_head(key: str) -> bool:
     return key.startswith(("classifier.", "qa_outputs.", "score."))
 
 
-def build_classifier(spec: ModelSpec, task: TaskSpec, tokenizer: PreTrainedTokenizerBase | None = None,
-                     on_label_mismatch: str = "error") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A classifier with the task's labels (id2label / label2id set) and its tokenizer.
+def build_model(spec: ModelSpec, task: TaskSpec, tokenizer: PreTrainedTokenizerBase | None = None,
+                on_label_mismatch: str = "error") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The model class of the task's kind (labels / outputs set from the task) and its tokenizer.
 
-    A checkpoint fine-tuned with *other* labels is an error for a teacher (``on_label_mismatch="error"``).
-    A model that is trained further (a stage-2 student) passes ``"reinit"``: its encoder is kept and its
-    classification head is re-initialised, with a logged notice (MNLI's 3 labels -> QNLI's 2).
+    Classification: a checkpoint fine-tuned with *other* labels is an error for a teacher
+    (``on_label_mismatch="error"``); a model trained further (a stage-2 student) passes ``"reinit"``: its
+    encoder is kept and its classification head re-initialised, with a logged notice (MNLI 3 labels -> QNLI 2).
+    QA: a checkpoint of another kind (e.g. an MNLI classifier starting a SQuAD stage) keeps its encoder and gets
+    a new ``qa_outputs`` head, with a logged notice; no label space to check.
     """
     if on_label_mismatch not in ("error", "reinit"):
         raise ValueError(f"on_label_mismatch must be 'error' or 'reinit', got {on_label_mismatch!r}")
+    kind = get_kind(task.kind)
     tokenizer = tokenizer or build_tokenizer(spec)
-    labels = {"num_labels": task.num_labels, "id2label": task.id2label,
-              "label2id": {v: k for k, v in task.id2label.items()}}
+    labels = kind.model_kwargs(task)
     # Dropout must be in the config *before* the model is built: modules read it once, at construction.
     dropout = {} if spec.dropout is None else dict.fromkeys(DROPOUT_KEYS, spec.dropout)
     if spec.tiny is not None:
@@ -128,31 +130,62 @@ def build_classifier(spec: ModelSpec, task: TaskSpec, tokenizer: PreTrainedToken
             raise ValueError("set either model.name_or_path or model.tiny, not both")
         config = BertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
                             **{**spec.tiny, **dropout}, **labels)
-        model: PreTrainedModel = BertForSequenceClassification(config)
+        model: PreTrainedModel = kind.tiny_class(config)
     else:
         if spec.name_or_path is None:
             raise ValueError("model needs name_or_path or tiny")
         path = resolve_path(spec.name_or_path)
         config = AutoConfig.from_pretrained(path)
         reinit = False
-        try:
-            check_label_space(config, task, path)
-        except ValueError:
-            if on_label_mismatch == "error":
-                raise
-            reinit = True
-            log.warning("%s was trained on labels %s; task %r has %s: keeping the encoder, re-initialising the "
-                        "classification head", path, list(config.id2label.values()), task.name, list(task.label_names))
+        if kind.name == "classification":
+            try:
+                check_label_space(config, task, path)
+            except ValueError:
+                if on_label_mismatch == "error":
+                    raise
+                reinit = True
+                log.warning("%s was trained on labels %s; task %r has %s: keeping the encoder, re-initialising "
+                            "the classification head", path, list(config.id2label.values()), task.name,
+                            list(task.label_names))
+        else:
+            archs = config.architectures or []
+            trained_head = [a for a in archs if a.endswith(("ForSequenceClassification", "ForTokenClassification",
+                                                            "ForMultipleChoice"))]
+            if trained_head:
+                log.warning("%s is a %s; task %r is %s: keeping the encoder, with a new %s head", path,
+                            trained_head[0], task.name, kind.name, kind.auto_class.__name__)
+            reinit = getattr(config, "num_labels", 2) != labels.get("num_labels", 2)
         dropout = {k: v for k, v in dropout.items() if hasattr(config, k)}
-        model = AutoModelForSequenceClassification.from_pretrained(path, **labels, **dropout,
-                                                                   ignore_mismatched_sizes=reinit)
+        model = kind.auto_class.from_pretrained(path, **labels, **dropout, ignore_mismatched_sizes=reinit)
         if str(spec.name_or_path).endswith(".ckpt"):
             load_ckpt_weights(model, Path(spec.name_or_path))
         if reinit:
             reinit_head(model)
     if spec.layers is not None or spec.num_layers is not None:
         model = select_layers(model, layers=spec.layers, num_layers=spec.num_layers)
+    if kind.name == "qa":
+        _cap_tokenizer_length(tokenizer, model)
     return model, tokenizer
+
+
+def build_classifier(spec: ModelSpec, task: TaskSpec, tokenizer: PreTrainedTokenizerBase | None = None,
+                     on_label_mismatch: str = "error") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """:func:`build_model` under its historical name (the model follows the task's kind, QA included)."""
+    return build_model(spec, task, tokenizer, on_label_mismatch)
+
+
+def usable_positions(config: Any) -> int:
+    """Tokens a model can embed: RoBERTa-style models (MPNet too) reserve ``pad_token_id + 1`` positions."""
+    positions = int(getattr(config, "max_position_embeddings", 512))
+    if config.model_type in ("roberta", "mpnet", "xlm-roberta", "camembert", "longformer"):
+        positions -= int(config.pad_token_id) + 1
+    return positions
+
+
+def _cap_tokenizer_length(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> None:
+    """QA windows are cut at ``model_max_length``: keep it within the positions the model can embed (a tiny
+    model's 128), so a too-long window fails with a clear error instead of an index error, and exports too."""
+    tokenizer.model_max_length = min(int(tokenizer.model_max_length), usable_positions(model.config))
 
 
 def reinit_head(model: PreTrainedModel) -> None:

@@ -2,6 +2,9 @@
 
 Fine-tuning and every distillation module subclass it and only say how a training loss is formed
 (``training_loss``) and, if they predict differently, how logits are formed (``predict_logits``).
+What depends on the task kind (logits layout, gold loss, validation metrics) comes from ``tmkd.data.kinds``:
+classification logits are [B, C] scored by torchmetrics; QA logits are [B, 2, S], collected per window over
+the epoch, post-processed into answers and scored by the official SQuAD evaluation.
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ from torch import Tensor, nn
 from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
 from tmkd.data.datamodule import STUDENT
+from tmkd.data.kinds import get_kind
 from tmkd.data.tasks import TaskSpec
-from tmkd.modules.metrics import build_metrics
 
 
 @dataclass
@@ -36,7 +39,7 @@ class OptimConfig:
 
 
 class ClassifierModule(pl.LightningModule):
-    """Trains ``model`` (a HF sequence classifier) on ``task``; subclasses define the loss."""
+    """Trains ``model`` (the HF model of the task's kind) on ``task``; subclasses define the loss."""
 
     def __init__(self, model: PreTrainedModel, task: TaskSpec, optim: OptimConfig | None = None,
                  view: str = STUDENT) -> None:
@@ -45,7 +48,8 @@ class ClassifierModule(pl.LightningModule):
         self.task = task
         self.optim = optim or OptimConfig()
         self.view = view
-        self.val_metrics = nn.ModuleList([build_metrics(task.metrics, task.num_labels) for _ in task.eval_splits])
+        self.kind = get_kind(task.kind)
+        self.val_metrics = nn.ModuleList([self.kind.evaluator(task) for _ in task.eval_splits])
         self.best: dict[str, float] = {}
 
     # --- what subclasses change -------------------------------------------------------------
@@ -53,11 +57,20 @@ class ClassifierModule(pl.LightningModule):
         raise NotImplementedError
 
     def predict_logits(self, inputs: dict[str, Tensor]) -> Tensor:
-        return self.model(**inputs).logits
+        return self.kind.from_output(self.model(**inputs), inputs)
 
     def extra_metrics(self) -> dict[str, Any]:
         """Run facts for metrics.json beyond the student's scores (distillation adds teachers')."""
         return {}
+
+    def eval_outputs(self) -> dict[str, Any]:
+        """Files of the last validation (QA: ``predictions.json``, ``na_probs.json`` of the first eval split;
+        other splits get a ``<prefix>_`` file-name prefix)."""
+        files: dict[str, Any] = {}
+        for i, (split, evaluator) in enumerate(zip(self.task.eval_splits, self.val_metrics, strict=True)):
+            pre = "" if i == 0 else self.task.split_prefix(split) + "_"
+            files.update({pre + name: obj for name, obj in evaluator.outputs().items()})
+        return files
 
     def export_model(self) -> PreTrainedModel:
         """The single HF classifier to ``save_pretrained`` (multi-head students fold their heads here)."""
@@ -77,19 +90,20 @@ class ClassifierModule(pl.LightningModule):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
         logits = self.predict_logits(batch["inputs"][self.view])
-        self.val_metrics[dataloader_idx].update(logits.float().argmax(-1), batch["labels"])
+        self.val_metrics[dataloader_idx].update(logits, batch)
 
     def on_validation_epoch_end(self) -> None:
-        for split, metrics in zip(self.task.eval_splits, self.val_metrics, strict=True):
+        datamodule = getattr(self.trainer, "datamodule", None)
+        for split, evaluator in zip(self.task.eval_splits, self.val_metrics, strict=True):
             prefix = self.task.split_prefix(split)
-            for name, value in metrics.compute().items():
+            for name, value in evaluator.compute(datamodule, split).items():
                 key = f"{prefix}/{name}"
                 value = float(value)
                 self.log(key, value, prog_bar=prefix == "val")
-                if not self.trainer.sanity_checking:
+                if not self.trainer.sanity_checking and not name.endswith("_thresh"):
                     self.best[key] = max(self.best.get(key, float("-inf")), value)
                     self.log(f"{key}_best", self.best[key])
-            metrics.reset()
+            evaluator.reset()
 
     def configure_optimizers(self) -> Any:
         decay, no_decay = [], []
@@ -115,5 +129,5 @@ class FineTuneModule(ClassifierModule):
     """Plain supervised fine-tuning: cross-entropy on gold labels (teachers and no-KD baselines)."""
 
     def training_loss(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
-        logits = self.model(**batch["inputs"][self.view]).logits
-        return nn.functional.cross_entropy(logits.float(), batch["labels"]), {}
+        logits = self.predict_logits(batch["inputs"][self.view])
+        return self.kind.gold_loss(logits, batch["labels"]), {}

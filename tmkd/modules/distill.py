@@ -2,7 +2,10 @@
 
 The base owns the teacher ensemble, the soft targets (cached per split, or online), the
 ``alpha * KD + (1 - alpha) * CE`` objective and the optional hidden-state loss; subclasses only say
-how teacher logits become targets and how student heads are formed.
+how teacher logits become targets and how student heads are formed. Logits follow the task kind's layout
+(classification [B, C]; QA [B, 2, S] with teachers' [T, B, 2, S]); aggregators and KD losses take either.
+QA teachers always run ahead of training, per student window (cached on disk with ``distill.cache``, else kept
+in memory for the run), as a teacher with another tokenizer needs the student's windows re-tokenised.
 """
 
 from __future__ import annotations
@@ -60,7 +63,8 @@ class DistillModule(ClassifierModule):
         self.kd_loss = build_kd_loss(config.loss)
         self.store = SoftTargetStore(ensemble, task, max_length or task.max_length,
                                      config.cache_dir if config.cache else None)
-        self._train_targets: Tensor | None = None  # [rows, T, C] when cached
+        self._train_targets: Tensor | None = None  # [rows, T, C] (QA: [windows, T, 2, S]) when precomputed
+        self.precompute = config.cache or self.kind.precompute_targets
         self.teacher_scores: dict[str, dict[str, float]] = {}
         self.hidden_loss: HiddenStateLoss | None = None
         if config.hidden_weight > 0:
@@ -72,7 +76,7 @@ class DistillModule(ClassifierModule):
     def on_fit_start(self) -> None:
         dtype = torch.bfloat16 if self.device.type == "cuda" else None
         self.ensemble.to(self.device, dtype)
-        if self.cfg.cache and self.trainer.world_size > 1:
+        if self.precompute and self.trainer.world_size > 1:
             # Under DDP rank 0 computes and writes the soft targets once; the other ranks wait, then read
             # the very same files (cache hits), instead of every rank running every teacher.
             if self.trainer.is_global_zero:
@@ -84,23 +88,28 @@ class DistillModule(ClassifierModule):
             self._prepare_targets()
 
     def _prepare_targets(self) -> None:
-        """Teachers' dev scores, and (cache on) the whole train split's teacher logits."""
+        """Teachers' dev scores (the student's metrics, same post-processing), and (precomputed) the whole train
+        split's teacher logits."""
         dm = self.trainer.datamodule
+
+        def split_logits(split: str) -> Tensor:
+            return self.store.split_logits(dm.raw[split], split, self.device, features=dm.encoded[split],
+                                           student_tokenizer=dm.tokenizers[dm.main_view], view=dm.main_view)
+
         for split in self.task.eval_splits:  # teachers' own scores, reported next to the student's
-            logits = self.store.split_logits(dm.raw[split], split, self.device)
-            labels = torch.tensor(dm.raw[split][self.task.label_column])
+            logits = split_logits(split)
             prefix = self.task.split_prefix(split)
             for i, name in enumerate(self.ensemble.names):
-                acc = (logits[:, i].argmax(-1) == labels).float().mean().item()
-                self.teacher_scores.setdefault(name, {})[f"{prefix}/accuracy"] = acc
-        if self.cfg.cache:
-            train = self.task.train_split
-            self._train_targets = self.store.split_logits(dm.raw[train], train, self.device).to(self.device)
+                scores = self.kind.score(self.task, dm, split, logits[:, i])
+                self.teacher_scores.setdefault(name, {}).update({f"{prefix}/{k}": v for k, v in scores.items()})
+        if self.precompute:
+            self._train_targets = split_logits(self.task.train_split).to(self.device)
 
     def teacher_logits(self, batch: dict[str, Any]) -> Tensor:
-        """[T, B, C]: from the cache when on, else by running the teachers on this batch."""
+        """[T, B, ...]: precomputed (cache) when available, else by running the teachers on this batch."""
         if self._train_targets is not None:
-            return self._train_targets[batch["row_id"]].transpose(0, 1)
+            targets = self._train_targets[batch["row_id"].to(self._train_targets.device)].transpose(0, 1)
+            return self.kind.fit_targets(targets, batch["inputs"][self.view])
         return self.ensemble.logits(batch["inputs"])
 
     def extra_metrics(self) -> dict[str, Any]:
@@ -118,9 +127,9 @@ class DistillModule(ClassifierModule):
 
     # --- loss --------------------------------------------------------------------------------------
     def student_logits(self, inputs: dict[str, Tensor], hidden: bool) -> tuple[Tensor, Any]:
-        """Training-time logits ([B, C], or [heads, B, C] for m-o-m) and the raw model output."""
+        """Training-time logits ([B, ...], or [heads, B, ...] for m-o-m) and the raw model output."""
         out = self.model(**inputs, output_hidden_states=hidden)
-        return out.logits, out
+        return self.kind.from_output(out, inputs), out
 
     def distill_loss(self, logits: Tensor, teacher_logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         """(KD loss, CE loss) for this module's way of forming targets."""
@@ -147,7 +156,7 @@ class ManyToOneModule(DistillModule):
     def distill_loss(self, logits: Tensor, teacher_logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         target = self.aggregator(teacher_logits, labels, self.cfg.temperature)
         kd = self.kd_loss(logits.float(), target, self.cfg.temperature)
-        return kd, nn.functional.cross_entropy(logits.float(), labels)
+        return kd, self.kind.gold_loss(logits, labels)
 
 
 class OneToOneModule(ManyToOneModule):
@@ -161,7 +170,7 @@ class OneToOneModule(ManyToOneModule):
 
 
 def find_output_layer(model: PreTrainedModel) -> nn.Linear:
-    """The classifier's final linear layer (BERT ``classifier``, RoBERTa/MPNet ``classifier.out_proj``)."""
+    """The final linear layer (BERT ``classifier``, RoBERTa/MPNet ``classifier.out_proj``, QA ``qa_outputs``)."""
     found = [m for _, m in model.named_modules() if isinstance(m, nn.Linear)
              and m.out_features == model.config.num_labels]
     if not found:
@@ -197,7 +206,7 @@ class ManyToManyModule(DistillModule):
     def student_logits(self, inputs: dict[str, Tensor], hidden: bool) -> tuple[Tensor, Any]:
         out = self.model(**inputs, output_hidden_states=hidden)
         features, self._features = self._features, None
-        return torch.stack([head(features) for head in self.heads]), out
+        return torch.stack([self.kind.from_head(head(features), inputs) for head in self.heads]), out
 
     def predict_logits(self, inputs: dict[str, Tensor]) -> Tensor:
         return self.student_logits(inputs, hidden=False)[0].mean(0)
@@ -208,7 +217,7 @@ class ManyToManyModule(DistillModule):
                          self.cfg.temperature)
             for i in range(len(self.heads))
         ]).mean()
-        return kd, nn.functional.cross_entropy(logits.mean(0).float(), labels)
+        return kd, self.kind.gold_loss(logits.mean(0), labels)
 
     def export_model(self) -> PreTrainedModel:
         out_layer = find_output_layer(self.model)

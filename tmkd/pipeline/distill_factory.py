@@ -12,7 +12,7 @@ from tmkd.data.datamodule import STUDENT
 from tmkd.data.tasks import TaskSpec
 from tmkd.distill.aggregators import build_aggregator
 from tmkd.distill.ensemble import Teacher, TeacherEnsemble
-from tmkd.models.build import ModelSpec, build_classifier
+from tmkd.models.build import ModelSpec, build_model
 from tmkd.modules.base import OptimConfig
 from tmkd.modules.distill import MODULES, DistillConfig, DistillModule
 from tmkd.pipeline.factory import plain
@@ -30,7 +30,7 @@ def build_teachers(specs: list[dict[str, Any]], task: TaskSpec) -> TeacherEnsemb
             raise ValueError(f"teacher {spec.get('name', i)!r} has a `run` that was not planned: run it through "
                              "`python -m tmkd.run` (the planner trains it first and points name_or_path at it)")
         model_spec = ModelSpec.from_config({k: v for k, v in spec.items() if k not in TEACHER_KEYS})
-        model, tokenizer = build_classifier(model_spec, task)
+        model, tokenizer = build_model(model_spec, task)
         weight = float(spec.get("weight", 1.0))
         if weight < 0:
             raise ValueError(f"teacher {spec.get('name', i)!r}: weight must be >= 0, got {weight}")
@@ -81,5 +81,6 @@ def build_distill_module(cfg: DictConfig, task: TaskSpec, model: PreTrainedModel
                              f"teacher {ensemble.names[dcfg.hidden_teacher]!r} tokenises differently")
     module = MODULES[cfg.method](model, task, optim, ensemble, dcfg, aggregator,
                                 max_length=cfg.data.max_length or task.max_length)
-    views = {STUDENT: tokenizer, **({} if dcfg.cache else extra_views)}
+    precomputed = dcfg.cache or module.kind.precompute_targets  # else teachers read their own views online
+    views = {STUDENT: tokenizer, **({} if precomputed else extra_views)}
     return module, views

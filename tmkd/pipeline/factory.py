@@ -9,7 +9,7 @@ from transformers import PreTrainedTokenizerBase
 
 from tmkd.data.datamodule import STUDENT, TaskDataModule
 from tmkd.data.tasks import TaskSpec, get_task
-from tmkd.models.build import ModelSpec, build_classifier
+from tmkd.models.build import ModelSpec, build_model
 from tmkd.modules.base import ClassifierModule, FineTuneModule, OptimConfig
 
 FINETUNE = "finetune"
@@ -27,10 +27,11 @@ def build_task(cfg: DictConfig) -> TaskSpec:
 def build_module(cfg: DictConfig, task: TaskSpec) -> tuple[ClassifierModule, dict[str, PreTrainedTokenizerBase]]:
     """The LightningModule for ``cfg.method`` and the tokenizers (views) its batches need, student first.
 
-    The trained model may start from an earlier stage with other labels: its head is then re-initialised.
+    The trained model may start from an earlier stage with other labels (or of another task kind): its head is
+    then re-initialised.
     """
     optim = OptimConfig(**plain(cfg.optim))
-    model, tokenizer = build_classifier(ModelSpec.from_config(plain(cfg.model)), task, on_label_mismatch="reinit")
+    model, tokenizer = build_model(ModelSpec.from_config(plain(cfg.model)), task, on_label_mismatch="reinit")
     if cfg.method == FINETUNE:
         return FineTuneModule(model, task, optim), {STUDENT: tokenizer}
     from tmkd.pipeline.distill_factory import build_distill_module

@@ -112,7 +112,8 @@ def split_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
     for ov in overrides:
         key = override_key(ov)
         root = key.split(".", 1)[0].split("/", 1)[0]
-        if root in CONTROL_KEYS or root in ADDRESS_ROOTS or key.startswith("hydra"):
+        addressed = root in ADDRESS_ROOTS and "." in key  # `teachers=quick` is a group choice, not an address
+        if root in CONTROL_KEYS or root == "stages" or addressed or key.startswith("hydra"):
             continue
         (global_ovs if root in GLOBAL_ROOTS else final_ovs).append(ov)
     return global_ovs, final_ovs

@@ -62,17 +62,20 @@ def collect_rows(plan: Plan, results: dict[str, dict[str, Any]]) -> list[dict[st
 def measure_latencies(rows: list[dict[str, Any]], plan: Plan, options: dict[str, Any]) -> dict[str, Any]:
     """Latency at each batch size for the student and the final stage's teachers, on the final task's dev texts."""
     from tmkd.bench.latency import load_texts, model_latency
+    from tmkd.data.tasks import get_task
 
     final = plan.runs[plan.final]
     task_cfg = final.config["task"]
     texts = load_texts(task_cfg, final.config["data"].get("dir"), rows=int(options.get("rows", 64)))
+    task = get_task(task_cfg["name"], **{k: v for k, v in task_cfg.items() if k != "name"})
+    max_length = int(final.config["data"].get("max_length") or task.max_length)
     measured = {}
     targets = [r for r in rows if r["final"] or (r["kind"] == "teacher" and r["task"] == rows_task(rows))]
     for row in targets:
         export = Path(row["folder"]) / HF_EXPORT
         if export.is_dir():
             measured[row["name"]] = model_latency(export, texts, batch_sizes=tuple(options.get("batch_sizes", (1, 32))),
-                                                  threads=options.get("threads"))
+                                                  threads=options.get("threads"), max_length=max_length)
     return measured
 
 
@@ -147,7 +150,9 @@ def model_card(plan: Plan, rows: list[dict[str, Any]], latency: dict[str, Any]) 
     teachers = [r for r in rows if r["kind"] == "teacher"]
     stages = [r for r in rows if r["kind"] == "stage"]
     task_cfg = final_run.config["task"]
-    front = ["---", "library_name: transformers", "pipeline_tag: text-classification",
+    spans = _is_qa(task_cfg)
+    front = ["---", "library_name: transformers",
+             f"pipeline_tag: {'question-answering' if spans else 'text-classification'}",
              "tags: [tmkd, knowledge-distillation, multi-teacher]"]
     if not base.startswith("tiny"):
         front.append(f"base_model: {base}")
@@ -167,9 +172,18 @@ def model_card(plan: Plan, rows: list[dict[str, Any]], latency: dict[str, Any]) 
     body += ["", "## Dev metrics of this model", "", "```json", json.dumps(final["best"], indent=2, sort_keys=True),
              "```", "", "Task: " + str(task_cfg.get("name")) + ". Train splits marked as capped or subsets above "
              "are partial: compare with other runs on the same data, not with full-data results.", "",
-             "```python", "from transformers import pipeline", "clf = pipeline('text-classification', model='PATH')",
-             "```", ""]
+             "```python", *(["# transformers 5 has no question-answering pipeline; tmkd's answerer decodes spans",
+                             "from tmkd.models.qa_answer import QuestionAnswerer",
+                             "qa = QuestionAnswerer.from_pretrained('PATH')"] if spans else
+                            ["from transformers import pipeline",
+                             "clf = pipeline('text-classification', model='PATH')"]), "```", ""]
     return "\n".join(front + body)
+
+
+def _is_qa(task_cfg: dict[str, Any]) -> bool:
+    from tmkd.data.tasks import get_task
+
+    return get_task(task_cfg["name"]).kind == "qa"
 
 
 def export_student(plan: Plan, rows: list[dict[str, Any]], latency: dict[str, Any]) -> Path | None:

@@ -36,13 +36,16 @@ def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
 
 
 class EpochSeed(pl.Callback):
-    """Re-seed torch at every epoch start from (seed, epoch): a resumed epoch draws the same dropout masks."""
+    """Re-seed torch before every training batch from (seed, epoch, batch): a resumed run draws the same dropout
+    masks as an uninterrupted one. Seeding at the epoch start is not enough: on a restart Lightning creates the
+    data iterator more than once, and each creation draws from the global RNG."""
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        torch.manual_seed(self.seed * 1_000_003 + trainer.current_epoch)
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        torch.manual_seed((self.seed * 1_000_003 + trainer.current_epoch) * 100_003 + batch_idx)
 
 
 def read_metrics(out: Path) -> dict[str, Any]:
@@ -96,6 +99,8 @@ def run(cfg: DictConfig, ckpt_path: str | Path | None = None) -> dict[str, Any]:
         **module.extra_metrics(),
     }
     if trainer.is_global_zero:
+        for name, obj in module.eval_outputs().items():  # QA: predictions.json, na_probs.json (best checkpoint)
+            write_json(out / name, obj)
         if cfg.checkpoint.export:
             metrics["export"] = str(export_hf(module.export_model(), tokenizers[module.view], out))
         write_json(out / "metrics.json", metrics)

@@ -365,7 +365,8 @@ def run_local(sweep_path: Path, count: int, seed: int, out_dir: Path, extra: lis
     for i in range(count):
         params = sample_params(sweep["parameters"], rng)
         command = [*agent_command(sweep, params, run_id=f"trial{i}"), *extra,
-                   f"hydra.run.dir={out_dir / str(i)}", f"run_name={out_dir.name}_{i}"]
+                   f"hydra.run.dir={out_dir / str(i)}", f"paths.experiment_dir={out_dir / str(i)}",
+                   f"run_name={out_dir.name}_{i}"]
         print(" ".join(command), flush=True)
         if not dry_run:
             failed += subprocess.run(command, env=env, check=False).returncode != 0
