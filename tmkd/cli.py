@@ -107,6 +107,9 @@ def check_overrides(overrides: list[str]) -> list[str]:
     except (HydraException, ValueError) as err:  # ValueError: e.g. `group=null`
         raise UsageError(str(err)) from err
     fixed = list(picks)
+    # An experiment with stages: its final stage's keys (e.g. `prune.*`) need not exist in the top-level config;
+    # the planner checks each override against the run it reaches.
+    staged = base.get("stages") is not None
     for ov in values:
         if ov.startswith(("+", "~", "hydra.", "hydra/")) or "=" not in ov:  # hydra/...: Hydra's own groups
             fixed.append(ov)
@@ -116,6 +119,8 @@ def check_overrides(overrides: list[str]) -> list[str]:
         parent = OmegaConf.select(base, parent_key) if parent_key else base
         if isinstance(parent, DictConfig) and leaf in parent:
             fixed.append(ov)
+        elif staged:  # held for the planner: it applies it to the final stage and checks it there
+            fixed.append(f"++node_overrides.final.{ov}")
         elif parent_key == "trainer" and leaf in _trainer_params():
             fixed.append("+" + ov)  # any Lightning Trainer argument, as Lightning's CLI allows
         elif isinstance(parent, DictConfig):

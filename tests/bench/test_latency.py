@@ -55,7 +55,7 @@ def test_torch_latency_reports_each_batch_size_and_restores_threads():
     model, tok = tiny_classifier()
     before = torch.get_num_threads()
     result = torch_latency(model, tok, TEXTS, batch_sizes=(1, 4), max_length=16, threads=2, warmup=1,
-                           max_batches=4, budget_s=10.0)
+                           max_batches=4, budget_s=1e6)  # never cut short: this checks structure, not speed
     assert torch.get_num_threads() == before
     env = result["env"]
     assert env["threads"] == 2 and env["torch"] == torch.__version__ and env["cpu"] and env["rows"] == len(TEXTS)

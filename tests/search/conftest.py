@@ -82,8 +82,8 @@ def validation_log_names(task_name: str) -> set[str]:
     module = FineTuneModule(build_classifier(ModelSpec(tiny=tiny), task)[0], task)
     names: list[str] = []
     module.log = lambda name, *args, **kwargs: names.append(name)  # type: ignore[method-assign]
-    module._trainer = SimpleNamespace(sanity_checking=False)
-    for metrics in module.val_metrics:
-        metrics.update(torch.tensor([0, 1]), torch.tensor([0, 1]))
+    module._trainer = SimpleNamespace(sanity_checking=False, datamodule=None)
+    for evaluator in module.val_metrics:  # one batch of two rows, as validation_step hands it over
+        evaluator.update(torch.eye(task.num_labels)[:2], {"labels": torch.tensor([0, 1])})
     module.on_validation_epoch_end()
     return set(names)

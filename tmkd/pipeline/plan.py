@@ -153,6 +153,8 @@ class Planner:
         # {"stages": {name: {...}}, "teachers": {name: {...}}}: what `stages.<name>.<key>=...` set on the command line
         self.addressed: dict[str, dict[str, Any]] = {kind: copy.deepcopy(addressed.get(kind) or {})
                                                       for kind in ADDRESS_ROOTS}
+        # keys of the final stage that the top-level config does not have (tmkd.cli holds them here)
+        self.final_extra: dict[str, Any] = copy.deepcopy(addressed.get("final") or {})
         self.runs: dict[str, Run] = {}
         self.used_addresses: set[tuple[str, str]] = set()
 
@@ -214,7 +216,8 @@ class Planner:
             init_ovs = [f"model.name_or_path={path}", "model.tiny=null", "model.num_layers=null",
                         "model.layers=null", "model.tokenizer=null"]
         overrides = dedupe([f"experiment={spec['experiment']}", *self.global_ovs, *(spec.get("overrides") or []),
-                            *init_ovs, *(self.final_ovs if final else []), *flatten(addressed)])
+                            *init_ovs, *(self.final_ovs + flatten(self.final_extra) if final else []),
+                            *flatten(addressed)])
         self.add_run(name, "stage", spec["experiment"], overrides, needs, upstream, note)
 
     def plan_teacher(self, spec: dict[str, Any]) -> Run:
@@ -274,6 +277,9 @@ class Planner:
             ident.pop("distill", None)  # a fine-tune's result does not depend on distillation settings
         digest = manifest.config_hash(_replace_paths(ident, upstream))
         out_dir = self.checkpoints / "runs" / experiment / f"{name}-{digest[:8]}"
+        twin = next((r for r in self.runs.values() if r.hash == digest and r.experiment == experiment), None)
+        if twin is not None:  # the same run under another name (a teacher that is also a stage): one folder
+            out_dir = twin.out_dir
         config["paths"]["output_dir"] = str(out_dir)
         config["run_name"] = name
         config["experiment_name"] = experiment

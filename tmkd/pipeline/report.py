@@ -174,7 +174,7 @@ def model_card(plan: Plan, rows: list[dict[str, Any]], latency: dict[str, Any]) 
              "are partial: compare with other runs on the same data, not with full-data results.", "",
              "```python", *(["# transformers 5 has no question-answering pipeline; tmkd's answerer decodes spans",
                              "from tmkd.models.qa_answer import QuestionAnswerer",
-                             "qa = QuestionAnswerer.from_pretrained('PATH')"] if spans else
+                             "qa = QuestionAnswerer('PATH')"] if spans else
                             ["from transformers import pipeline",
                              "clf = pipeline('text-classification', model='PATH')"]), "```", ""]
     return "\n".join(front + body)

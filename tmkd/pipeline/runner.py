@@ -25,7 +25,7 @@ from omegaconf import OmegaConf
 
 from tmkd.pipeline import manifest
 from tmkd.pipeline.export import write_json
-from tmkd.pipeline.plan import Plan, Run
+from tmkd.pipeline.plan import Plan, Run, status_of
 
 log = logging.getLogger(__name__)
 _CHILDREN: set[subprocess.Popen] = set()
@@ -118,6 +118,8 @@ def run_plan(plan: Plan, report: bool = True, report_options: dict[str, Any] | N
     results: dict[str, dict[str, Any]] = {}
     with stop_on_signals():
         for run in plan.selected():
+            if run.status != "done":  # a twin run sharing its folder may have finished it since planning
+                run.status, run.resume_from = status_of(run)
             if run.status == "done":
                 log.info("run %s: done, reusing %s", run.name, run.out_dir)
                 from tmkd.pipeline.train import read_metrics

@@ -1,0 +1,157 @@
+"""``method: prune`` through the plan runner: prune_quick end to end, its export, report, density and resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertForSequenceClassification
+
+import tmkd.prune  # noqa: F401  (registers tmkd_pruned_bert with the Auto classes)
+from tmkd.cli import prepare_argv
+from tmkd.data.tasks import get_task
+from tmkd.modules.prune import PruneModule, PruneSettings, report_markdown
+from tmkd.pipeline.compose import compose_run
+from tmkd.pipeline.factory import build_module, build_task
+from tmkd.pipeline.plan import build_plan
+from tmkd.pipeline.runner import run_plan
+from tmkd.prune import PruningConfig, TmkdPrunedBertForSequenceClassification
+from tmkd.prune.masks import topk_count
+
+SMALL = ["data.max_train_samples=256", "data.max_eval_samples=96", "logger=none",
+         "trainer.enable_progress_bar=false", "report.latency=false"]
+
+
+def plan_for(*args: str):
+    overrides = prepare_argv(list(args))
+    return build_plan(compose_run(overrides), overrides)
+
+
+def test_settings_from_node_reject_unknown_keys_and_bad_fractions() -> None:
+    s = PruneSettings.from_node({"method": "sigmoid", "target_density": 0.3, "score_lr": 0.05,
+                                 "final_finetune_fraction": 0.1}, {"latency": False, "batch_sizes": [1]})
+    assert s.pruning == PruningConfig(method="sigmoid", target_density=0.3)
+    assert (s.score_lr, s.final_finetune_fraction, s.latency, s.batch_sizes) == (0.05, 0.1, False, (1,))
+    with pytest.raises(ValueError, match="unknown prune keys"):
+        PruneSettings.from_node({"target_densty": 0.3})
+    with pytest.raises(ValueError, match="final_finetune_fraction"):
+        PruneSettings.from_node({"final_finetune_fraction": 1.0})
+
+
+@pytest.mark.slow
+def test_prune_quick_end_to_end_export_report_and_density() -> None:
+    plan = plan_for("experiment=prune_quick", *SMALL, "trainer.max_epochs=3",
+                    "stages.pruned.prune.final_finetune_fraction=0.34", "stages.pruned.prune.dense_eval=true")
+    assert [r.name for r in plan.selected()][-1] == "pruned"
+    results = run_plan(plan)
+    run_dir = plan.runs["pruned"].out_dir
+    metrics = results["pruned"]
+    assert metrics["method"] == "prune"
+    report = json.loads((run_dir / "prune_report.json").read_text())
+    assert report == json.loads(json.dumps(metrics["prune"], default=str))
+
+    # the density at the end of the schedule (before the fill) is the target, to the block, in every matrix
+    before = report["density_before_fill"]
+    cfg = json.loads(json.dumps(plan.runs["pruned"].config["prune"]))
+    target, block = cfg["target_density"], cfg["block_size"]
+    hidden, units = 64, 128
+    attn_blocks = (hidden // block) ** 2
+    for layer in before["layers"]:
+        assert layer["attention_density"] == pytest.approx(topk_count(target, attn_blocks) / attn_blocks)
+        assert layer["ffn_units_kept"] == topk_count(target, units)
+    assert before["overall"] == pytest.approx(target, abs=1.0 / attn_blocks)
+
+    # the export is the compacted model: fewer parameters, layer shapes of what survived
+    hf = run_dir / "hf"
+    config = json.loads((hf / "config.json").read_text())
+    assert config["model_type"] == "tmkd_pruned_bert"
+    model = AutoModelForSequenceClassification.from_pretrained(hf).eval()
+    assert isinstance(model, TmkdPrunedBertForSequenceClassification)
+    dense = BertForSequenceClassification.from_pretrained(plan.runs["dense"].out_dir / "hf")
+    assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in dense.parameters())
+    assert metrics["params"] == sum(p.numel() for p in model.parameters())
+    final = report["density"]["layers"]
+    for i, layer in enumerate(model.bert.encoder.layer):
+        assert layer.attention.self.query.weight.shape == (final[i]["heads_kept"] * 32, hidden)
+        assert layer.intermediate.dense.weight.shape == (final[i]["ffn_units_kept"], hidden)
+        assert final[i]["ffn_units_kept"] == topk_count(target, units)  # the fill keeps FFN units as they were
+    assert report["pruned"]["params"] < report["dense"]["params"]
+    assert report["pruned"]["value"] == pytest.approx(metrics["best"]["val/accuracy"])
+    assert report["dense"]["value"] is not None
+    assert (run_dir / "heatmap.png").read_bytes()[:4] == b"\x89PNG"
+    assert "heads kept" in (run_dir / "prune_report.md").read_text()
+
+    # the best checkpoint was chosen among epochs with the final structure; it loads with the pipeline
+    ckpt = torch.load(metrics["best_checkpoint"], map_location="cpu", weights_only=True)
+    assert ckpt["tmkd_prune"]["filled"]
+    clf = transformers.pipeline("text-classification", model=str(hf), device="cpu")
+    assert clf([{"text": "a b", "text_pair": "c"}])[0]["label"] in model.config.label2id
+
+    # the exported model computes what the masked model computed (the best checkpoint, loaded into the module)
+    run_cfg = _run_config(run_dir)
+    task = build_task(run_cfg)
+    module, _ = build_module(run_cfg, task)
+    assert isinstance(module, PruneModule)
+    module.attach()
+    module.on_load_checkpoint(ckpt)
+    module.load_state_dict(ckpt["state_dict"])
+    module.eval()
+    tok = AutoTokenizer.from_pretrained(hf)
+    enc = tok(["a b c d", "e f"], ["g h", "i j k l m"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        masked = module.model(**enc).logits
+        exported = model(**enc).logits
+    torch.testing.assert_close(exported, masked, atol=1e-4, rtol=0)
+
+
+def _run_config(run_dir: Path):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.load(run_dir / "config.yaml")
+
+
+@pytest.mark.slow
+def test_resume_from_a_filled_checkpoint(tmp_path: Path) -> None:
+    """last.ckpt of an attached, filled module has parametrized keys; Lightning restores it into a fresh module
+    (attached in setup, filled in on_load_checkpoint) and the run ends with the same metrics."""
+    from omegaconf import open_dict
+
+    from tmkd.pipeline.train import run
+
+    plan = plan_for("experiment=prune_quick_stage", *SMALL, "trainer.max_epochs=2",
+                    "prune.final_finetune_fraction=0.5", "prune.dense_eval=false")
+    first = run_plan(plan)["main"]
+    run_dir = plan.runs["main"].out_dir
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["tmkd_prune"]["filled"]
+    assert any(k.endswith("parametrizations.weight.original") for k in last["state_dict"])
+    assert any(k.endswith("parametrizations.weight.0.fixed") for k in last["state_dict"])
+
+    cfg = _run_config(run_dir)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "resumed")
+    resumed = run(cfg, ckpt_path=run_dir / "checkpoints" / "last.ckpt")
+    assert resumed["best"]["val/accuracy"] == pytest.approx(first["best"]["val/accuracy"])
+    assert resumed["prune"]["density"] == first["prune"]["density"]
+    assert resumed["params"] == first["params"]
+
+
+def test_report_markdown_lists_layers_and_speedup() -> None:
+    layers = [{"layer": 0, "attention_density": 0.5, "heads_kept": 1, "heads_total": 2, "ffn_density": 0.25,
+               "ffn_units_kept": 32, "ffn_units_total": 128}]
+    batch = {"ms_per_batch": 2.0}
+    env = {"threads": 1, "cpu": "cpu", "torch": "2", "rows": 8}
+    md = report_markdown({
+        "method": "topk", "block_size": 16, "target": {"attention": 0.25, "ffn": 0.25}, "final_finetune_fraction": 0.2,
+        "density": {"layers": layers, "overall": 0.3}, "density_before_fill": {"layers": layers, "overall": 0.25},
+        "metric": "val/accuracy", "pruned": {"value": 0.8, "params": 10, "size_bytes": 2**20, "heads": 1},
+        "dense": {"value": 0.9, "params": 20, "size_bytes": 2**21, "heads": 2},
+        "latency": {"dense": {"batches": {"1": {"ms_per_batch": 4.0}}, "env": env},
+                    "pruned": {"batches": {"1": batch}, "env": env}, "speedup": {"1": 2.0}},
+    }, heatmap=False)
+    assert "| 0 | 0.500 | 1/2 | 0.250 | 32/128 |" in md
+    assert "| 1 | 4.00 | 2.00 | 2.00x |" in md
+    assert get_task("synth_pair").main_metric == "accuracy"
