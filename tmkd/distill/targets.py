@@ -12,24 +12,29 @@ A teacher with the student's tokenizer reads the student's own windows; any othe
 the question plus exactly the window's context characters (``context_span``) with its own tokenizer, and its
 start/end logits are mapped onto the student's tokens (:func:`tmkd.data.qa.map_span_logits`). QA keys add the
 student's tokenizer, the window settings and the teacher's tokenizer and window length.
+
+Speed (the build is pure inference): rows are run longest first in batches of similar length (little padding),
+and results go back to their own rows, so the stored tensor, and its cache key, do not depend on the order they
+were computed in; ``inference_mode``, ``batch_size`` rows per forward pass (default 128), the ensemble's dtype
+(bf16 on GPU) and, on CUDA, pinned host memory with asynchronous copies and a single device-to-host copy at the end.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 from datasets import Dataset
 from torch import Tensor
-from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
 from tmkd.data import qa
 from tmkd.data.kinds import get_kind
 from tmkd.data.tasks import TaskSpec
-from tmkd.data.tokenize import SEP, MultiViewCollator, encode
+from tmkd.data.tokenize import SEP, encode, view_lengths
 from tmkd.distill.cache import SoftTargetCache, cache_key
 from tmkd.distill.ensemble import TeacherEnsemble, tokenizer_fingerprint
 
@@ -47,16 +52,39 @@ def split_fingerprint(ds: Dataset, task: TaskSpec) -> str:
     return digest.hexdigest()
 
 
+DEFAULT_BATCH_SIZE = 128  # inference only: no activations kept, so batches can be larger than training's
+
+
+def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Row indices in batches of similar length, longest first (a memory error shows on the first batch, not the
+    last); ties keep row order, so the batching is deterministic."""
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[a:a + batch_size] for a in range(0, len(order), batch_size)]
+
+
+def to_device(inputs: Mapping[str, Tensor], device: torch.device) -> dict[str, Tensor]:
+    """Host tensors onto ``device``; on CUDA through pinned memory, asynchronously (overlaps the previous batch)."""
+    if device.type != "cuda":
+        return {k: v.to(device) for k, v in inputs.items()}
+    return {k: v.pin_memory().to(device, non_blocking=True) for k, v in inputs.items()}
+
+
 class SoftTargetStore:
     """Per-split teacher logits [rows, teachers, classes], indexed by the datamodule's ``row_id``."""
 
     def __init__(self, ensemble: TeacherEnsemble, task: TaskSpec, max_length: int,
-                 cache_dir: str | Path | None, batch_size: int = 64) -> None:
+                 cache_dir: str | Path | None, batch_size: int = DEFAULT_BATCH_SIZE, sort_by_length: bool = True
+                 ) -> None:
+        if batch_size <= 0:
+            raise ValueError(f"soft-target batch_size must be positive, got {batch_size}")
         self.ensemble = ensemble
         self.task = task
         self.max_length = max_length
         self.cache = SoftTargetCache(cache_dir) if cache_dir is not None else None
         self.batch_size = batch_size
+        self.sort_by_length = sort_by_length  # False: dataset order (the plain loop; benchmarks and tests)
         self.kind = get_kind(task.kind)
         self.hits = 0
         self.misses = 0
@@ -67,15 +95,28 @@ class SoftTargetStore:
         return cache_key(kind="soft_targets/v1", teacher=t.fingerprint, task=self.task.name, split=split,
                          data=data_print, tokenizer=tokenizer_fingerprint(t.tokenizer), max_length=self.max_length)
 
+    def _batches(self, lengths: Sequence[int]) -> list[list[int]]:
+        if self.sort_by_length:
+            return length_batches(lengths, self.batch_size)
+        return [list(range(a, min(a + self.batch_size, len(lengths)))) for a in range(0, len(lengths), self.batch_size)]
+
     def _compute(self, teacher_index: int, ds: Dataset, split: str, device: torch.device) -> Tensor:
+        """One teacher's logits for every row of ``ds``, in row order ([rows, classes], float32, on the CPU)."""
         t = self.ensemble.teachers[teacher_index]
         encoded = encode(ds, {t.view: t.tokenizer}, self.task, self.max_length, split)
-        loader = DataLoader(encoded, batch_size=self.batch_size, shuffle=False,
-                            collate_fn=MultiViewCollator({t.view: t.tokenizer}))
+        keys = [c for c in encoded.column_names if c.startswith(t.view + SEP)]
+        table = encoded.select_columns([*keys, "row_id"]).to_dict()  # Python lists once, not an Arrow read per row
+        columns = {c[len(t.view) + 1:]: table[c] for c in keys}
+        batches = self._batches([len(x) for x in columns["input_ids"]])
+        row_ids = torch.tensor(table["row_id"], dtype=torch.long)
+        results = []
+        for rows in batches:
+            padded = t.tokenizer.pad({k: [col[r] for r in rows] for k, col in columns.items()}, return_tensors="pt")
+            results.append(self.ensemble.teacher_logits(teacher_index, to_device(padded, device)))
         out = torch.empty(len(ds), self.task.num_labels)
-        for batch in loader:
-            inputs = {k: v.to(device) for k, v in batch["inputs"][t.view].items()}
-            out[batch["row_id"]] = self.ensemble.teacher_logits(teacher_index, inputs).cpu()
+        if results:  # one device-to-host copy (a sync) for the whole split instead of one per batch
+            order = torch.tensor([r for rows in batches for r in rows], dtype=torch.long)
+            out[row_ids[order]] = torch.cat(results).float().cpu()
         return out
 
     def split_logits(self, ds: Dataset, split: str, device: torch.device | str = "cpu",
@@ -140,7 +181,7 @@ class SoftTargetStore:
             log.info("soft targets: running teacher %s on %s/%s (%d windows, %s)", t.name, self.task.name, split, n,
                      "student's windows" if same else "its own tokenisation, mapped")
             logits = (self._qa_same(i, features, student_tokenizer, view, device) if same
-                      else self._qa_mapped(i, ds, features, t_max, device))
+                      else self._qa_mapped(i, ds, features, t_max, device, view))
             if self.cache is not None:
                 self.cache.save(key, logits, meta={"teacher": t.name, "source": t.source, "split": split,
                                                    "layout": "features x (start, end) x max_length, fp16"})
@@ -152,30 +193,32 @@ class SoftTargetStore:
         """Same tokenizer: the teacher reads the student's own windows (identical tokens and positions)."""
         out = torch.full((len(features), 2, self.max_length), qa.FILL, dtype=torch.float16)
         cols = [c for c in features.column_names if c.startswith(view + SEP)]
-        for a in range(0, len(features), self.batch_size):
-            chunk = features[a:a + self.batch_size]
-            rows = [{c[len(view) + 1:]: chunk[c][r] for c in cols} for r in range(len(chunk[cols[0]]))]
-            inputs = {k: v.to(device) for k, v in tokenizer.pad(rows, return_tensors="pt").items()}
-            logits = self.ensemble.teacher_logits(index, inputs).cpu()
-            out[a:a + len(rows), :, : logits.shape[-1]] = logits.to(torch.float16)
+        table = features.select_columns(cols).to_dict()
+        columns = {c[len(view) + 1:]: table[c] for c in cols}
+        for rows in self._batches([len(x) for x in columns["input_ids"]]):
+            padded = tokenizer.pad({k: [col[r] for r in rows] for k, col in columns.items()}, return_tensors="pt")
+            logits = self.ensemble.teacher_logits(index, to_device(padded, device)).cpu()
+            out[rows, :, : logits.shape[-1]] = logits.to(torch.float16)
         return out
 
-    def _qa_mapped(self, index: int, ds: Dataset, features: Dataset, t_max: int, device: torch.device) -> Tensor:
+    def _qa_mapped(self, index: int, ds: Dataset, features: Dataset, t_max: int, device: torch.device,
+                   view: str) -> Tensor:
         """Other tokenizer: per student window, the question plus the window's context characters, tokenised by
-        the teacher; its start/end logits moved onto the student's tokens."""
+        the teacher; its start/end logits moved onto the student's tokens. Windows are batched by the student's
+        window length, a close proxy of the teacher's (same characters)."""
         t = self.ensemble.teachers[index]
         questions, contexts = ds["question"], ds["context"]
         out = torch.empty((len(features), 2, self.max_length), dtype=torch.float16)
-        for a in range(0, len(features), self.batch_size):
-            chunk = features[a:a + self.batch_size]
-            rows = chunk["example_index"]
-            enc = qa.teacher_features([questions[r] for r in rows], [contexts[r] for r in rows],
+        for rows in self._batches(view_lengths(features, view)):
+            chunk = features[rows]
+            examples = chunk["example_index"]
+            enc = qa.teacher_features([questions[r] for r in examples], [contexts[r] for r in examples],
                                       chunk["context_span"], t.tokenizer, t_max)
             t_offsets = enc.pop("offset_mapping")
-            inputs = {k: v.to(device) for k, v in t.tokenizer.pad(enc, return_tensors="pt").items()}
-            logits = self.ensemble.teacher_logits(index, inputs).cpu()
+            logits = self.ensemble.teacher_logits(index, to_device(t.tokenizer.pad(enc, return_tensors="pt"),
+                                                                   device)).cpu()
             for j, which in enumerate(("start", "end")):
                 mapped = qa.map_span_logits(logits[:, j], t_offsets, chunk["offset_mapping"], which,
                                             student_length=self.max_length)
-                out[a:a + len(rows), j] = mapped.to(torch.float16)
+                out[rows, j] = mapped.to(torch.float16)
         return out
