@@ -190,7 +190,7 @@ def test_damaged_entry_is_deleted_and_rebuilt(tmp_path, tok, task, splits, damag
 
 def test_span_tasks_are_not_cached(tok, task):
     with pytest.raises(ValueError, match="stream"):
-        FeatureStore(FrozenEncoder(tiny_encoder(tok)), tok, task.with_overrides(kind="qa"))
+        FeatureStore(FrozenEncoder(tiny_encoder(tok)), tok, task.with_overrides(kind="qa", doc_stride=16))
 
 
 def test_default_directory_follows_tmkd_cache_dir(monkeypatch, tmp_path):

@@ -175,11 +175,12 @@ def test_tmkd_run_rejects_a_typo_in_an_expanded_trial(sweeps: dict, tmp_path: Pa
 
 
 def test_sweeps_cli_check(tmp_path: Path) -> None:
-    ok = subprocess.run([sys.executable, "-m", "tmkd.search.sweeps", str(sweep_files()[0]), "--check"],
+    quick = next(p for p in sweep_files() if p.stem == "m_o_1_quick")
+    ok = subprocess.run([sys.executable, "-m", "tmkd.search.sweeps", str(quick), "--check"],
                         capture_output=True, text=True, timeout=300, check=False)
     assert ok.returncode == 0, ok.stderr
     bad = tmp_path / "bad.yaml"
-    sweep = yaml.safe_load(sweep_files()[0].read_text())
+    sweep = yaml.safe_load(quick.read_text())
     sweep["parameters"]["distill.temprature"] = sweep["parameters"].pop("distill.temperature")
     bad.write_text(yaml.safe_dump(sweep))
     done = subprocess.run([sys.executable, "-m", "tmkd.search.sweeps", str(bad), "--check"],

@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -211,6 +212,7 @@ class FeatureStore:
         self.batch_size = batch_size
         self.hits = 0
         self.misses = 0
+        self.seconds = 0.0  # wall time in split_features (encoding, or verifying and opening the cache)
 
     def key_parts(self, split: str, data_print: str) -> dict[str, Any]:
         """Everything the features depend on; also stored in the sidecar and checked on load."""
@@ -226,6 +228,13 @@ class FeatureStore:
         """Read-only memmap ``[rows, layers, hidden]`` fp16 for ``ds`` (computed on the first call only)."""
         if len(ds) == 0:
             raise ValueError(f"{self.task.name}/{split} is empty: nothing to encode")
+        started = time.perf_counter()
+        try:
+            return self._split_features(ds, split)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+    def _split_features(self, ds: Dataset, split: str) -> np.memmap:
         parts = self.key_parts(split, split_fingerprint(ds, self.task))
         key = cache_key(**parts)
         shape = self.shape(len(ds))

@@ -73,7 +73,7 @@ def build_distill_module(cfg: DictConfig, task: TaskSpec, model: PreTrainedModel
                          tokenizer: PreTrainedTokenizerBase, optim: OptimConfig
                          ) -> tuple[DistillModule, dict[str, PreTrainedTokenizerBase]]:
     if cfg.method not in MODULES:
-        raise ValueError(f"unknown method {cfg.method!r}; valid: finetune, {', '.join(MODULES)}")
+        raise ValueError(f"unknown method {cfg.method!r}; valid: finetune, adapter, {', '.join(MODULES)}")
     node = plain(cfg.distill)
     dcfg = distill_config(node)
     ensemble = build_teachers(select_teachers(node["teachers"], node.get("use_teachers")), task)

@@ -8,11 +8,13 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedTokenizerBase
 
 from tmkd.data.datamodule import STUDENT, TaskDataModule
+from tmkd.data.features import FeatureDataModule, FeatureViews
 from tmkd.data.tasks import TaskSpec, get_task
 from tmkd.models.build import ModelSpec, build_model
 from tmkd.modules.base import ClassifierModule, FineTuneModule, OptimConfig
 
 FINETUNE = "finetune"
+ADAPTER = "adapter"  # tmkd.modules.adapter: a hidden-state adapter on a frozen encoder's cached features
 
 
 def plain(node: Any) -> Any:
@@ -31,6 +33,10 @@ def build_module(cfg: DictConfig, task: TaskSpec) -> tuple[ClassifierModule, dic
     then re-initialised.
     """
     optim = OptimConfig(**plain(cfg.optim))
+    if cfg.method == ADAPTER:  # no trained transformer: the adapter's module builds the frozen encoder itself
+        from tmkd.modules.adapter import build_adapter_module
+
+        return build_adapter_module(cfg, task, optim)
     model, tokenizer = build_model(ModelSpec.from_config(plain(cfg.model)), task, on_label_mismatch="reinit")
     if cfg.method == FINETUNE:
         return FineTuneModule(model, task, optim), {STUDENT: tokenizer}
@@ -40,8 +46,15 @@ def build_module(cfg: DictConfig, task: TaskSpec) -> tuple[ClassifierModule, dic
 
 
 def build_datamodule(cfg: DictConfig, task: TaskSpec, tokenizers: dict[str, PreTrainedTokenizerBase]
-                     ) -> TaskDataModule:
+                     ) -> TaskDataModule | FeatureDataModule:
     d = cfg.data
+    if isinstance(tokenizers, FeatureViews):  # method adapter: batches of cached features, computed right here,
+        features = FeatureDataModule(  # before train.run starts timing the fit (the pass is timed on its own)
+            task, tokenizers.store, data_dir=d.dir, batch_size=d.batch_size, eval_batch_size=d.eval_batch_size,
+            max_train_samples=d.max_train_samples, max_eval_samples=d.max_eval_samples, num_workers=d.num_workers,
+            seed=cfg.seed)
+        features.prepare()
+        return features
     return TaskDataModule(
         task, tokenizers, data_dir=d.dir, batch_size=d.batch_size, eval_batch_size=d.eval_batch_size,
         max_length=d.max_length, max_train_samples=d.max_train_samples, max_eval_samples=d.max_eval_samples,

@@ -25,7 +25,7 @@ VOLATILE_KEYS = (
     "stages", "node_overrides", "report", "threads", "data.dir", "data.num_workers", "data.eval_batch_size",
     "distill.cache", "distill.cache_dir", "trainer.enable_progress_bar", "trainer.log_every_n_steps",
     "trainer.enable_model_summary", "trainer.devices", "trainer.num_nodes", "trainer.strategy",
-    "trainer.accelerator",
+    "trainer.accelerator", "adapter.cache_dir",
 )
 
 

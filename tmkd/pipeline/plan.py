@@ -256,7 +256,9 @@ class Planner:
         except Exception as err:  # Hydra's errors name the key; say which run it was
             raise PlanError(f"{kind} {name!r} ({' '.join(overrides)}): {err}") from err
         needs = list(needs)
-        distills = config.get("method", "finetune") != "finetune"
+        method = config.get("method", "finetune")
+        adapter_only = method == "adapter" and not (config.get("adapter") or {}).get("distill")
+        distills = method != "finetune" and not adapter_only
         teachers = ((config.get("distill") or {}).get("teachers") or []) if distills else []
         selected = _select(teachers, (config.get("distill") or {}).get("use_teachers"), name)
         resolved_teachers = []

@@ -73,7 +73,7 @@ def measure_latencies(rows: list[dict[str, Any]], plan: Plan, options: dict[str,
     targets = [r for r in rows if r["final"] or (r["kind"] == "teacher" and r["task"] == rows_task(rows))]
     for row in targets:
         export = Path(row["folder"]) / HF_EXPORT
-        if export.is_dir():
+        if (export / "config.json").is_file():  # a transformers model (an adapter's export is a tmkd predictor)
             measured[row["name"]] = model_latency(export, texts, batch_sizes=tuple(options.get("batch_sizes", (1, 32))),
                                                   threads=options.get("threads"), max_length=max_length)
     return measured

@@ -1,0 +1,101 @@
+"""LightningDataModule over cached frozen-encoder features: what ``method: adapter`` trains on.
+
+Batches are ``{"features": [B, layers, hidden], "labels": [B], "row_id": [B]}``: the same ``labels`` / ``row_id``
+keys as :class:`tmkd.data.datamodule.TaskDataModule` (soft targets are indexed by ``row_id``), but no tokenised
+``inputs``: the encoder ran once, ahead of training (:class:`tmkd.features.FeatureStore`), and is not needed again.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from datasets import Dataset, DatasetDict
+from torch.utils.data import DataLoader
+from transformers import PreTrainedTokenizerBase
+
+from tmkd.data.loading import load_splits
+from tmkd.data.sampling import EpochSampler
+from tmkd.data.tasks import TaskSpec
+from tmkd.features import CachedFeatureDataset, FeatureStore
+
+
+class FeatureViews(dict[str, PreTrainedTokenizerBase]):
+    """The views of an adapter run (the frozen encoder's tokenizer, used by the export) plus its feature store.
+
+    ``build_module`` returns it as the run's tokenizers and ``build_datamodule`` reads the store from it, so the
+    module and the datamodule share one encoder without a change to the ``train.run`` call sequence.
+    """
+
+    def __init__(self, tokenizers: dict[str, PreTrainedTokenizerBase], store: FeatureStore) -> None:
+        super().__init__(tokenizers)
+        self.store = store
+
+
+class FeatureDataModule(pl.LightningDataModule):
+    """Raw splits (validated, capped: :func:`load_splits`) turned into cached per-layer features.
+
+    ``raw`` and ``encoded`` both hold the raw splits (with ``row_id``): what ``train.run`` counts and reports,
+    and what soft targets of teachers are computed from. :meth:`setup` is idempotent; the adapter factory calls it
+    before ``trainer.fit``, so the feature pass is timed apart from training (``FeatureStore.seconds``).
+    """
+
+    def __init__(self, task: TaskSpec, store: FeatureStore, data_dir: str | None = None, batch_size: int = 32,
+                 eval_batch_size: int = 64, max_train_samples: int | None = None,
+                 max_eval_samples: int | None = None, num_workers: int = 0, seed: int = 0) -> None:
+        super().__init__()
+        if batch_size <= 0 or eval_batch_size <= 0:
+            raise ValueError(f"batch sizes must be positive, got {batch_size} and {eval_batch_size}")
+        self.task = task
+        self.store = store
+        self.data_dir = data_dir
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.max_train_samples = max_train_samples
+        self.max_eval_samples = max_eval_samples
+        self.num_workers = num_workers
+        self.seed = seed
+        self.raw: DatasetDict | None = None
+        self.encoded: dict[str, Dataset] = {}
+        self.features: dict[str, CachedFeatureDataset] = {}
+        self.load_seconds = 0.0
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.features:
+            return
+        started = time.perf_counter()
+        self.raw = load_splits(self.task, self.data_dir, self.max_train_samples, self.max_eval_samples, self.seed)
+        self.load_seconds = time.perf_counter() - started
+        for split, ds in self.raw.items():
+            self.encoded[split] = ds
+            self.features[split] = self.store.dataset(ds, split)
+
+    def prepare(self) -> None:
+        """Load the splits and compute (or open) their features now, on the GPU when there is one; the encoder
+        goes back to the CPU afterwards, as training never runs it."""
+        if self.features:
+            return
+        encoder = self.store.encoder
+        if torch.cuda.is_available():
+            encoder.to("cuda")
+        try:
+            self.setup()
+        finally:
+            encoder.to("cpu")
+
+    def _loader(self, ds: CachedFeatureDataset, batch_size: int, train: bool) -> DataLoader:
+        sampler: Any = EpochSampler(len(ds), self.seed) if train else None  # order = f(seed, epoch): resumable
+        return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.features[self.task.train_split], self.batch_size, train=True)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return [self.split_loader(s) for s in self.task.eval_splits]
+
+    def split_loader(self, split: str) -> DataLoader:
+        """An ordered loader over one split's features (row order = ``row_id`` order)."""
+        return self._loader(self.features[split], self.eval_batch_size, train=False)

@@ -1,0 +1,299 @@
+"""``method: adapter``: a BERTVision hidden-state adapter trained on a frozen encoder's cached features.
+
+The frozen encoder (``adapter.encoder``, else ``model.name_or_path``: a hub id, HF folder or tmkd run folder such
+as a fine-tuned teacher) runs once per split, before ``trainer.fit`` (:class:`tmkd.data.features.FeatureDataModule`,
+cached on disk by :class:`tmkd.features.FeatureStore`); epochs, resumed runs and later runs only read the cache.
+Only the adapter trains: gold CE, or with ``adapter.distill: true`` ``alpha * KD + (1 - alpha) * CE`` against the
+aggregated soft targets of ``distill.teachers`` (the distillation modules' store, aggregators and KD loss; targets
+are always precomputed, as batches carry features rather than text). Validation uses ClassifierModule's metrics.
+
+``adapter.ensemble_with`` names a fine-tuned model whose dev logits (through the soft-target cache) are averaged
+with the adapter's (:func:`tmkd.models.adapter.ensemble_logits`, ``adapter.ensemble_weight`` = the adapter's
+share); metrics.json reports the adapter alone, the model alone and the ensemble. Span tasks wait for the
+streamed-feature datamodule (see :mod:`tmkd.features.cache`).
+
+Export: ``<run>/hf`` holds :func:`tmkd.models.adapter.save_adapter`'s files (the adapter, its config naming the
+frozen encoder and its fingerprint, the tokenizer). It is a **tmkd predictor**, not a transformers model:
+``AdapterClassifier.from_pretrained(<run>/hf)`` runs encoder + adapter and returns what the text-classification
+pipeline returns; ``transformers.pipeline`` has no task for it (see :mod:`tmkd.models.adapter` for why).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from torch import Tensor, nn
+from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
+
+from tmkd.data.datamodule import STUDENT
+from tmkd.data.features import FeatureDataModule, FeatureViews
+from tmkd.data.tasks import TaskSpec
+from tmkd.distill.aggregators import Aggregator, build_aggregator
+from tmkd.distill.ensemble import TeacherEnsemble
+from tmkd.distill.losses import build_kd_loss, combined_loss
+from tmkd.distill.targets import SoftTargetStore
+from tmkd.features import FeatureStore, FrozenEncoder
+from tmkd.models.adapter import AdapterConfig, HiddenStateAdapter, ensemble_logits, save_adapter
+from tmkd.models.build import resolve_path
+from tmkd.modules.base import ClassifierModule, OptimConfig
+from tmkd.modules.distill import DistillConfig
+
+ADAPTER = "adapter"
+ENSEMBLE_MEMBER = "ensemble_with"  # the fine-tuned model's name in its one-member TeacherEnsemble
+
+
+@dataclass
+class AdapterSettings:
+    """The ``adapter`` config node (configs/adapter/default.yaml)."""
+
+    encoder: str | None = None
+    layers: list[int] | None = None
+    pooling: str = "cls"
+    projection_size: int = 128
+    combination: str = "softmax"
+    skip: bool = True
+    dropout: float = 0.1
+    distill: bool = False
+    ensemble_with: str | None = None
+    ensemble_weight: float = 0.5
+    cache_dir: str | None = None
+    feature_batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.ensemble_weight <= 1.0:
+            raise ValueError(f"adapter.ensemble_weight must be in [0, 1], got {self.ensemble_weight}")
+        if self.feature_batch_size <= 0:
+            raise ValueError(f"adapter.feature_batch_size must be positive, got {self.feature_batch_size}")
+
+    @classmethod
+    def from_config(cls, node: dict[str, Any] | None) -> AdapterSettings:
+        data = dict(node or {})
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown adapter option(s) {unknown}; valid: {sorted(cls.__dataclass_fields__)}")
+        return cls(**data)
+
+
+class AdapterExport(nn.Module):
+    """What ``train.run`` exports: ``save_pretrained(dir)`` writes :func:`save_adapter`'s files, and its
+    parameters are the adapter's alone (the run's trainable parameters, as metrics.json reports them)."""
+
+    def __init__(self, adapter: HiddenStateAdapter, encoder: str, encoder_fingerprint: str,
+                 tokenizer: PreTrainedTokenizerBase, id2label: dict[int, str], max_length: int) -> None:
+        super().__init__()
+        self.adapter = adapter
+        self.encoder = encoder
+        self.encoder_fingerprint = encoder_fingerprint
+        self.tokenizer = tokenizer
+        self.id2label = id2label
+        self.max_length = max_length
+
+    def save_pretrained(self, out_dir: str | Path) -> Path:
+        return save_adapter(self.adapter, self.encoder, out_dir, id2label=self.id2label, max_length=self.max_length,
+                            encoder_fingerprint=self.encoder_fingerprint, tokenizer=self.tokenizer)
+
+
+class AdapterModule(ClassifierModule):
+    """Trains a :class:`HiddenStateAdapter` (``self.model``: the checkpoint holds the adapter only) from batches
+    of cached features; the frozen encoder, teachers and ensemble model live outside the state dict."""
+
+    def __init__(self, adapter: HiddenStateAdapter, task: TaskSpec, optim: OptimConfig, store: FeatureStore,
+                 encoder_name: str, max_length: int, *, teachers: TeacherEnsemble | None = None,
+                 distill: DistillConfig | None = None, aggregator: Aggregator | None = None,
+                 ensemble_with: TeacherEnsemble | None = None, ensemble_weight: float = 0.5,
+                 targets_cache_dir: str | None = None) -> None:
+        """``targets_cache_dir``: the soft-target cache of teachers and the ensemble model (None: not cached)."""
+        super().__init__(adapter, task, optim, view=STUDENT)  # type: ignore[arg-type]  # an nn.Module, not HF
+        if task.kind != "classification":
+            raise ValueError(f"method adapter trains classification tasks; {task.name!r} is {task.kind!r} "
+                             "(span adapters wait for streamed features)")
+        if (teachers is None) != (distill is None):
+            raise ValueError("adapter distillation needs both teachers and a distill config")
+        self.store = store
+        self.encoder_name = encoder_name
+        self.encoder_fingerprint = store.encoder.fingerprint()
+        self.max_length = max_length
+        self.teachers = teachers
+        self.cfg = distill
+        self.aggregator = aggregator or build_aggregator("mean")
+        self.kd_loss = build_kd_loss(distill.loss) if distill is not None else None
+        self.targets = (SoftTargetStore(teachers, task, max_length, targets_cache_dir)
+                        if teachers is not None else None)
+        self._train_targets: Tensor | None = None  # [rows, T, C]
+        self.teacher_scores: dict[str, dict[str, float]] = {}
+        self.ensemble_with = ensemble_with
+        self.ensemble_weight = ensemble_weight
+        self.ensemble_targets = (SoftTargetStore(ensemble_with, task, max_length, targets_cache_dir)
+                                 if ensemble_with is not None else None)
+
+    # --- data ------------------------------------------------------------------------------------
+    def predict_logits(self, inputs: dict[str, Tensor]) -> Tensor:
+        """``inputs`` is a feature batch (``features`` [B, layers, hidden])."""
+        return self.model(inputs["features"])
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.val_metrics[dataloader_idx].update(self.predict_logits(batch), batch)
+
+    def on_fit_start(self) -> None:
+        if self.teachers is None:
+            return
+        dm = self.trainer.datamodule
+        self.teachers.to(self.device, torch.bfloat16 if self.device.type == "cuda" else None)
+        assert self.targets is not None
+        for split in self.task.eval_splits:  # the teachers' own dev scores, next to the adapter's
+            logits = self.targets.split_logits(dm.raw[split], split, self.device)
+            prefix = self.task.split_prefix(split)
+            for i, name in enumerate(self.teachers.names):
+                scores = self.kind.score(self.task, dm, split, logits[:, i])
+                self.teacher_scores.setdefault(name, {}).update({f"{prefix}/{k}": v for k, v in scores.items()})
+        train = self.task.train_split
+        self._train_targets = self.targets.split_logits(dm.raw[train], train, self.device).to(self.device)
+        self.teachers.to("cpu")  # targets are in memory now: give the memory back
+
+    # --- loss ------------------------------------------------------------------------------------
+    def training_loss(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
+        logits = self.predict_logits(batch)
+        ce = self.kind.gold_loss(logits, batch["labels"])
+        if self.cfg is None:
+            return ce, {}
+        if self._train_targets is None or self.kd_loss is None:
+            raise RuntimeError("soft targets were not prepared (on_fit_start did not run)")
+        teacher_logits = self._train_targets[batch["row_id"].to(self._train_targets.device)].transpose(0, 1)
+        target = self.aggregator(teacher_logits.float(), batch["labels"], self.cfg.temperature)
+        kd = self.kd_loss(logits.float(), target, self.cfg.temperature)
+        return combined_loss(kd, ce, self.cfg.alpha), {"kd": kd.detach(), "ce": ce.detach()}
+
+    # --- evaluation, ensembling, export --------------------------------------------------------------
+    def _datamodule(self, datamodule: FeatureDataModule | None) -> FeatureDataModule:
+        return datamodule if datamodule is not None else self.trainer.datamodule
+
+    @torch.no_grad()
+    def adapter_logits(self, split: str, datamodule: FeatureDataModule | None = None) -> Tensor:
+        """The adapter's logits for every row of ``split`` (row order), from the cached features."""
+        dm = self._datamodule(datamodule)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            out = [self.model(b["features"].to(self.device)).float().cpu() for b in dm.split_loader(split)]
+        finally:
+            self.model.train(was_training)
+        return torch.cat(out)
+
+    def dev_logits(self, split: str, datamodule: FeatureDataModule | None = None) -> dict[str, Tensor]:
+        """``adapter``, ``model`` (the fine-tuned ``ensemble_with``) and ``ensemble`` logits for ``split``
+        (the trainer's datamodule unless one is given)."""
+        if self.ensemble_targets is None or self.ensemble_with is None:
+            raise ValueError("adapter.ensemble_with is not set: there is no model to ensemble with")
+        dm = self._datamodule(datamodule)
+        self.ensemble_with.to(self.device)
+        try:
+            model = self.ensemble_targets.split_logits(dm.raw[split], split, self.device)[:, 0].float().cpu()
+        finally:
+            self.ensemble_with.to("cpu")
+        adapter = self.adapter_logits(split, dm)
+        return {"adapter": adapter, "model": model,
+                "ensemble": ensemble_logits(adapter, model, self.ensemble_weight)}
+
+    def _scores(self, logits: Tensor, labels: Tensor) -> dict[str, float]:
+        evaluator = self.kind.evaluator(self.task)
+        evaluator.update(logits, {"labels": labels})
+        return evaluator.compute(None, "")
+
+    def ensemble_metrics(self) -> dict[str, Any]:
+        """Dev metrics of adapter alone, model alone and their weighted mean of logits, per eval split."""
+        out: dict[str, Any] = {}
+        dm = self.trainer.datamodule
+        for split in self.task.eval_splits:
+            labels = torch.as_tensor(dm.raw[split][self.task.label_column])
+            prefix = self.task.split_prefix(split)
+            for who, logits in self.dev_logits(split).items():
+                out.setdefault(who, {}).update({f"{prefix}/{k}": v for k, v in self._scores(logits, labels).items()})
+        return out
+
+    def extra_metrics(self) -> dict[str, Any]:
+        store = self.store
+        mix = self.model.layer_weights()
+        metrics: dict[str, Any] = {
+            "adapter": {"encoder": self.encoder_name, "layers": list(self.model.config.layers),
+                        "pooling": self.model.config.pooling, "trainable_params":
+                            sum(p.numel() for p in self.model.parameters() if p.requires_grad),
+                        "layer_weights": None if mix is None else [round(float(w), 4) for w in mix.detach()]},
+            "feature_seconds": round(store.seconds, 2),
+            "encoder_forward_batches": store.encoder.forward_batches,
+            "feature_cache": {"hits": store.hits, "misses": store.misses},
+        }
+        if self.teachers is not None and self.targets is not None:
+            metrics["teachers"] = {t["name"]: {**t, **self.teacher_scores.get(t["name"], {})}
+                                   for t in self.teachers.describe()}
+            metrics["soft_target_cache"] = {"hits": self.targets.hits, "misses": self.targets.misses}
+            metrics["teacher_forward_batches"] = self.teachers.forward_batches
+        if self.ensemble_with is not None:
+            metrics["ensemble"] = {"with": self.ensemble_with.teachers[0].source, "weight": self.ensemble_weight,
+                                   **self.ensemble_metrics()}
+        return metrics
+
+    def export_model(self) -> AdapterExport:  # type: ignore[override]
+        return AdapterExport(self.model, self.encoder_name, self.encoder_fingerprint, self.store.tokenizer,
+                             dict(self.task.id2label), self.max_length)
+
+
+# --- building (called by tmkd.pipeline.factory.build_module) --------------------------------------------------------
+def encoder_reference(cfg: DictConfig, settings: AdapterSettings) -> str:
+    """The frozen encoder: ``adapter.encoder``, else ``model.name_or_path`` (a plan stage's ``init_from``)."""
+    name = settings.encoder or cfg.model.get("name_or_path")
+    if not name:
+        raise ValueError("method adapter needs a pretrained frozen encoder: set adapter.encoder or "
+                         "model.name_or_path (hub id, HF folder or tmkd run folder); a tiny random model has no "
+                         "name for the export to refer to")
+    return str(name)
+
+
+def build_frozen_encoder(name: str, layers: list[int] | None) -> tuple[FrozenEncoder, PreTrainedTokenizerBase]:
+    """Encoder and tokenizer exactly as :meth:`AdapterClassifier.from_pretrained` loads them (``AutoModel``), so
+    the weights fingerprint recorded at export matches the one checked at load."""
+    path = resolve_path(name)
+    return FrozenEncoder(AutoModel.from_pretrained(path), layers=layers), AutoTokenizer.from_pretrained(path)
+
+
+def build_adapter_module(cfg: DictConfig, task: TaskSpec, optim: OptimConfig
+                         ) -> tuple[AdapterModule, dict[str, PreTrainedTokenizerBase]]:
+    """The adapter module and its views (:class:`tmkd.data.features.FeatureViews`, which carry the feature store)."""
+    from tmkd.pipeline.distill_factory import build_teachers, distill_config, select_teachers
+    from tmkd.pipeline.factory import plain
+
+    if task.kind != "classification":  # before loading anything: the experiment composes, the run stops here
+        raise ValueError(f"method adapter trains classification tasks; {task.name!r} is {task.kind!r}: span "
+                         "adapters wait for a streamed-feature datamodule (tmkd/features/cache.py)")
+    settings = AdapterSettings.from_config(plain(cfg.get("adapter")))
+    name = encoder_reference(cfg, settings)
+    encoder, tokenizer = build_frozen_encoder(name, settings.layers)
+    max_length = int(cfg.data.max_length or task.max_length)
+    cache_dir = settings.cache_dir or str(Path(cfg.paths.checkpoints) / ".features")
+    store = FeatureStore(encoder, tokenizer, task, max_length=max_length, pooling=settings.pooling,
+                         cache_dir=cache_dir, batch_size=settings.feature_batch_size)
+    adapter = HiddenStateAdapter(AdapterConfig.for_encoder(
+        encoder, num_labels=task.num_labels, projection_size=settings.projection_size,
+        combination=settings.combination, skip=settings.skip, dropout=settings.dropout, pooling=settings.pooling))
+    node = plain(cfg.distill)
+    teachers = dcfg = aggregator = None
+    if settings.distill:
+        dcfg = distill_config(node)
+        teachers = build_teachers(select_teachers(node["teachers"], node.get("use_teachers")), task)
+        agg_node = dict(node["aggregator"])
+        agg_name = agg_node.pop("name")
+        if agg_name == "weighted" and agg_node.get("weights") is None:
+            agg_node["weights"] = teachers.weights
+        aggregator = build_aggregator(agg_name, **agg_node)
+        teachers.assign_views(STUDENT, tokenizer)  # names the tokenised views the soft-target store encodes
+    ensemble = None
+    if settings.ensemble_with:
+        ensemble = build_teachers([{"name": ENSEMBLE_MEMBER, "name_or_path": settings.ensemble_with}], task)
+        ensemble.assign_views(STUDENT, tokenizer)
+    module = AdapterModule(adapter, task, optim, store, name, max_length, teachers=teachers, distill=dcfg,
+                           aggregator=aggregator, ensemble_with=ensemble, ensemble_weight=settings.ensemble_weight,
+                           targets_cache_dir=node.get("cache_dir") if node.get("cache", True) else None)
+    return module, FeatureViews({STUDENT: tokenizer}, store)
