@@ -101,3 +101,12 @@ def minilm() -> str:
         pytest.skip(f"{MINILM} is not in the HF cache ({os.environ.get('HF_HOME', '~/.cache/huggingface')}); "
                     "run ../shared/tools/seed-hf-cache to enable this test")
     return MINILM
+
+
+@pytest.fixture(scope="session")
+def tok():
+    """The synthetic tasks' tokenizer (seed 0)."""
+    from tmkd.models.tokenizers import synthetic_tokenizer
+
+    return synthetic_tokenizer()
+

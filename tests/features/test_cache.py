@@ -10,26 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _helpers import tiny_encoder
 from datasets import Dataset
 from torch.utils.data import DataLoader
-from transformers import BertConfig, BertForSequenceClassification, BertModel, PreTrainedTokenizerBase
+from transformers import BertConfig, BertForSequenceClassification
 
 from tmkd.data import TaskSpec, get_task, load_splits
 from tmkd.features import CachedFeatureDataset, FeatureCache, FeatureStore, FrozenEncoder, pool_states
-from tmkd.models.tokenizers import synthetic_tokenizer
 
 BATCH = 32
 
 
-def tiny_encoder(tok: PreTrainedTokenizerBase, seed: int = 0) -> BertModel:
-    torch.manual_seed(seed)
-    return BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                                vocab_size=len(tok)))
-
-
-@pytest.fixture(scope="module")
-def tok() -> PreTrainedTokenizerBase:
-    return synthetic_tokenizer()
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from _helpers import tiny_encoder
 from torch.utils.data import DataLoader
-from transformers import BertConfig, BertModel, PreTrainedTokenizerBase
 
 from tmkd.data import get_task, load_splits
 from tmkd.features import FeatureStore, FrozenEncoder
@@ -21,18 +21,6 @@ from tmkd.models.adapter import (
     load_adapter,
     save_adapter,
 )
-from tmkd.models.tokenizers import synthetic_tokenizer
-
-
-def tiny_encoder(tok: PreTrainedTokenizerBase, seed: int = 0) -> BertModel:
-    torch.manual_seed(seed)
-    return BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                                vocab_size=len(tok)))
-
-
-@pytest.fixture(scope="module")
-def tok() -> PreTrainedTokenizerBase:
-    return synthetic_tokenizer()
 
 
 def accuracy(adapter: HiddenStateAdapter, loader: DataLoader) -> float:
