@@ -119,7 +119,8 @@ def check_overrides(overrides: list[str]) -> list[str]:
         parent = OmegaConf.select(base, parent_key) if parent_key else base
         if isinstance(parent, DictConfig) and leaf in parent:
             fixed.append(ov)
-        elif staged:  # held for the planner: it applies it to the final stage and checks it there
+        elif staged and not isinstance(parent, DictConfig):
+            # a section only the final stage has (e.g. `prune`): the planner applies it there and checks it
             fixed.append(f"++node_overrides.final.{ov}")
         elif parent_key == "trainer" and leaf in _trainer_params():
             fixed.append("+" + ov)  # any Lightning Trainer argument, as Lightning's CLI allows

@@ -86,7 +86,7 @@ def test_unknown_key_lists_the_valid_keys_at_that_level():
 
 def test_unknown_section_and_top_level_key():
     with pytest.raises(UsageError, match=r"'nosuch' is not a config section; top-level keys: .*trainer"):
-        check_overrides(["nosuch.key=1"])
+        check_overrides(["experiment=finetune_rte", "nosuch.key=1"])
     with pytest.raises(UsageError, match=r"valid keys under 'the top level': .*seed"):
         check_overrides(["sead=1"])
 

@@ -85,6 +85,7 @@ def test_init_from_a_path_and_one_stage_selection(tmp_path):
     (["stages.stage1.trainer.max_epoch=1"], "max_epoch"),
     (["stages.stage2.init_from=/no/such/folder"], "neither an earlier stage"),
     (["stage=stage3"], "stage='stage3' is not a stage"),
+    (["nosuch.key=1"], "nosuch"),  # a section the final stage does not have either
 ])
 def test_bad_plans_say_what_is_wrong(args, message):
     with pytest.raises(PlanError) as err:
