@@ -54,7 +54,8 @@ def test_agent_command_is_what_the_wandb_agent_runs(sweeps: dict, monkeypatch: p
         command, env = wandb_agent_command(monkeypatch, tmp_path, sweep, params, run_id="r1")
         assert agent_command(sweep, params, sweep_id=SWEEP_ID, run_id="r1") == command, name
         assert command[:5] == ["/usr/bin/env", "python", "-m", "tmkd.run", f"experiment={name}"]
-        assert command[5:] == [f"{k}={v}" for k, v in params.items()]  # ${args_no_hyphens}: key=value
+        fixed = sweep["command"][5:-1]  # settings every trial shares, written before ${args_no_hyphens}
+        assert command[5:] == [*fixed, *(f"{k}={v}" for k, v in params.items())]  # ${args_no_hyphens}: key=value
         assert env["WANDB_SWEEP_ID"] == SWEEP_ID and env["WANDB_RUN_ID"] == "r1"
 
 

@@ -153,7 +153,8 @@ def test_expanded_trial_composes_with_tmkd_run(sweeps: dict, name: str, tmp_path
     params = sample_params(sweep["parameters"], random.Random(7))
     command = agent_command(sweep, params)
     assert command[:4] == ["/usr/bin/env", "python", "-m", "tmkd.run"]
-    assert hydra_args(command) == [f"experiment={name}", *(f"{k}={v}" for k, v in params.items())]
+    assert hydra_args(command) == [f"experiment={name}", *sweep["command"][5:-1],
+                                   *(f"{k}={v}" for k, v in params.items())]
     done = subprocess.run([*command, "--cfg", "job"], env=child_env(tmp_path / "ck"), capture_output=True,
                           text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
