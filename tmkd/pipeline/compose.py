@@ -11,7 +11,7 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import OmegaConf, open_dict
 
 # The package's configs: tmkd/configs is a symlink to the repository's configs/ in a checkout and a real
 # folder in an installed wheel. TMKD_CONFIG_DIR points elsewhere (add user configs with hydra.searchpath).
@@ -59,7 +59,3 @@ def compose_run(overrides: list[str], output_dir: str = "<output_dir>") -> dict[
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
     finally:
         hydra_config.cfg = saved
-
-
-def to_dictconfig(data: dict[str, Any]) -> DictConfig:
-    return OmegaConf.create(data)

@@ -60,10 +60,6 @@ class Run:
     def short_hash(self) -> str:
         return self.hash[:8]
 
-    @property
-    def manifest(self) -> dict[str, Any] | None:
-        return manifest.read(self.out_dir)
-
 
 @dataclass
 class Plan:

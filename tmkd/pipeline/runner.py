@@ -146,7 +146,7 @@ def run_plan(plan: Plan, report: bool = True, report_options: dict[str, Any] | N
     return results
 
 
-def experiment_dir(cfg: Any) -> str | None:
+def experiment_dir(top: dict[str, Any]) -> str | None:
     """Where the report goes: the experiment's folder; a trial of a search gets its own."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -154,20 +154,19 @@ def experiment_dir(cfg: Any) -> str | None:
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         return HydraConfig.get().runtime.output_dir
     if os.environ.get("WANDB_SWEEP_ID"):
-        return str(Path(cfg.paths.checkpoints) / cfg.experiment_name / f"sweep-{os.environ['WANDB_SWEEP_ID']}"
-                   / cfg.run_name)
+        return str(Path(top["paths"]["checkpoints"]) / top["experiment_name"] / f"sweep-{os.environ['WANDB_SWEEP_ID']}"
+                   / top["run_name"])
     return None
 
 
 def run_experiment(cfg: Any, overrides: list[str]) -> float | None:
     """Plan, print the plan, run it (unless ``plan=true``), report; returns the final run's optimized metric."""
-    from tmkd.pipeline.compose import to_dictconfig
     from tmkd.pipeline.factory import plain
     from tmkd.pipeline.plan import build_plan
     from tmkd.pipeline.train import optimized
 
     top = plain(cfg)
-    own_dir = experiment_dir(to_dictconfig(top))
+    own_dir = experiment_dir(top)
     if own_dir:
         top["paths"]["experiment_dir"] = own_dir
     plan = build_plan(top, list(overrides))
