@@ -7,7 +7,6 @@ overrides are composed once so that a typo fails with the list of valid names at
 
 from __future__ import annotations
 
-import inspect
 import re
 import sys
 from collections.abc import Sequence
@@ -16,7 +15,7 @@ from hydra import compose
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
-from tmkd.pipeline.compose import CONFIG_DIR, CONFIG_NAME, hydra_context
+from tmkd.pipeline.compose import CONFIG_DIR, CONFIG_NAME, hydra_context, trainer_params
 
 # Hydra's own flags: name -> whether it takes a value.
 HYDRA_FLAGS = {
@@ -82,12 +81,6 @@ def _compose(overrides: list[str]) -> DictConfig:
         return compose(CONFIG_NAME, overrides=overrides)
 
 
-def _trainer_params() -> set[str]:
-    import pytorch_lightning as pl
-
-    return set(inspect.signature(pl.Trainer.__init__).parameters) - {"self"}
-
-
 def check_overrides(overrides: list[str]) -> list[str]:
     """Compose once; return the overrides (Trainer args missing from the config get Hydra's ``+``).
 
@@ -122,7 +115,7 @@ def check_overrides(overrides: list[str]) -> list[str]:
         elif staged and not isinstance(parent, DictConfig):
             # a section only the final stage has (e.g. `prune`): the planner applies it there and checks it
             fixed.append(f"++node_overrides.final.{ov}")
-        elif parent_key == "trainer" and leaf in _trainer_params():
+        elif parent_key == "trainer" and leaf in trainer_params():
             fixed.append("+" + ov)  # any Lightning Trainer argument, as Lightning's CLI allows
         elif isinstance(parent, DictConfig):
             raise UsageError(f"unknown key {key!r}; valid keys under {parent_key or 'the top level'!r}: "

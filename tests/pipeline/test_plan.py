@@ -52,6 +52,31 @@ def test_experiment_wide_overrides_reach_every_run_and_addressed_ones_only_their
     assert plan.runs["stage1"].config["distill"]["aggregator"]["name"] == "mean"
 
 
+def test_any_trainer_argument_can_be_addressed_to_one_run_as_on_the_top_level():
+    # check_val_every_n_epoch is not in configs/trainer: at the top level tmkd.cli adds Hydra's `+` for it
+    plan = plan_for("experiment=quickstart", "stages.stage1.trainer.check_val_every_n_epoch=3",
+                    "teachers.nli_s1.trainer.max_epochs=2")
+    assert plan.runs["stage1"].config["trainer"]["check_val_every_n_epoch"] == 3
+    assert "check_val_every_n_epoch" not in plan.runs["stage2"].config["trainer"]
+    assert plan.runs["nli_s1"].config["trainer"]["max_epochs"] == 2
+    with pytest.raises(Exception, match="max_epoch"):  # not a Trainer argument: Hydra's error, naming the key
+        plan_for("experiment=quickstart", "stages.stage1.trainer.max_epoch=3")
+
+
+def test_a_finished_run_with_the_same_config_is_reused_under_any_name():
+    teacher = plan_for("experiment=quickstart").runs["nli_s1"]
+    runs_dir = teacher.out_dir.parent
+    impostor = runs_dir / f"aaa-{teacher.hash[:8]}"  # same 8 hex digits, another full hash: not the same run
+    manifest.write(impostor, {"status": "done", "hash": teacher.hash[:8] + "0" * (len(teacher.hash) - 8)})
+    (impostor / "metrics.json").write_text("{}")
+    elsewhere = runs_dir / f"stage_name-{teacher.hash[:8]}"  # e.g. the run was a stage of another experiment
+    manifest.write(elsewhere, {"status": "done", "hash": teacher.hash})
+    assert plan_for("experiment=quickstart").runs["nli_s1"].out_dir == teacher.out_dir  # not done yet
+    (elsewhere / "metrics.json").write_text("{}")
+    again = plan_for("experiment=quickstart").runs["nli_s1"]
+    assert again.out_dir == elsewhere and again.status == "done"
+
+
 def test_changing_a_teacher_changes_the_folders_of_what_depends_on_it_only():
     base = plan_for("experiment=quickstart")
     changed = plan_for("experiment=quickstart", "teachers.nli_s1.optim.lr=0.002")

@@ -24,17 +24,23 @@ The last line's ratios are single-run (K=1) wall times, textbrewer / tmkd (cache
 TextBrewer 0.2.1.post1 imports and trains unchanged with torch 2.13 and transformers 5 (no shims are needed); all
 teachers read one batch in TextBrewer, so the teachers here share the student's tokenizer.
 
-``--quick`` (tiny BERTs on ``synth_pair``, all systems in one process) measures the frameworks' costs and checks
-that they do the same work; its teachers are randomly initialised, so the student learns from the gold labels
-(``1 - alpha``) and its accuracy says nothing about KD quality. The real setting uses MiniLM-L6 teachers (pass
-fine-tuned ones with ``--teachers``; the default heads are fresh) and a MiniLM-L3 student.
+``--quick`` (tiny BERTs, all systems in one process) measures the frameworks' costs and checks that they do the
+same work. Its task, ``synth_pair_sum`` (:func:`quick_task`), is ``synth_pair``'s words labelled by the polarity of
+the whole pair, without label noise: ``synth_pair``'s own rule (first segment minus second, 10% noise) needs more
+layers and steps than a quick run has, so a tiny student there sat at chance or not depending on the data order
+alone, and the systems' accuracies could not be compared. Its 3 teachers are trained briefly on the same rows
+(:func:`train_teachers`, once, shared by every system), so the KD half of the loss carries signal. The real setting
+uses MiniLM-L6 teachers (pass fine-tuned ones with ``--teachers``; the default heads are fresh) and a MiniLM-L3
+student.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
+import logging
 import os
 import random
 import resource
@@ -42,6 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,13 +62,15 @@ TINY_TEACHER = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads"
 TINY_STUDENT = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
                 "max_position_embeddings": 64}
 ACCURACY_TOLERANCE = 0.05  # |acc - mean| per system, quick setting (500 dev rows: ~2.2 sd of one accuracy's noise)
+QUICK_TASK = "synth_pair_sum"
+TEACHER_EPOCHS = 2  # quick teachers' brief training (gold labels, the systems' lr and batch size)
 
 
 @dataclass
 class Setup:
     """Everything that must be the same for every system."""
 
-    task: str = "synth_pair"
+    task: str = QUICK_TASK
     data_dir: str | None = None
     quick: bool = True
     train_rows: int | None = 512
@@ -87,6 +96,52 @@ class Setup:
             raise ValueError(f"need temperature > 0 and 0 <= alpha <= 1, got {self.temperature}, {self.alpha}")
 
 
+def quick_task() -> Any:
+    """The quick setting's task (not registered: a benchmark detail); its files are under :func:`quick_data_dir`."""
+    from tmkd.data import TaskSpec
+
+    return TaskSpec(QUICK_TASK, ("sentence1", "sentence2"), ("positive", "negative"), local_path=QUICK_TASK,
+                    max_length=48)
+
+
+def quick_data_dir(n_train: int = 2000, n_eval: int = 500) -> str:
+    """A ``data_dir`` holding :func:`quick_task`'s splits, written once: ``synth_pair``'s generator (same words,
+    lengths and hidden polarities, no noise) relabelled by ``sum(first) + sum(second)`` (> 0: 0, < 0: 1, ties
+    dropped). A polarity total over the whole pair is what one attention layer's average can read, so a tiny
+    student learns it in a few hundred steps whatever the data order."""
+    import pandas as pd
+
+    from tmkd.data import synthetic
+
+    root = synthetic.cache_root() / "bench"
+    folder = root / QUICK_TASK
+    splits = {"train": (n_train, 0), "validation": (n_eval, 1)}
+    stamp = folder / f"rows-{n_train}-{n_eval}"
+    if stamp.exists():
+        return str(root)
+    folder.mkdir(parents=True, exist_ok=True)
+    pol = synthetic.polarities()
+    for split, (n, seed) in splits.items():
+        rows: list[dict[str, Any]] = []
+        while len(rows) < n:  # ties are dropped, so draw until there are n rows
+            for r in synthetic.generate(2, n, seed + 1000 * len(rows), noise=0.0):
+                first, second = str(r["first"]), str(r["second"])
+                total = sum(pol[w] for w in first.split()) + sum(pol[w] for w in second.split())
+                if total != 0 and len(rows) < n:
+                    rows.append({"sentence1": first, "sentence2": second, "label": int(total < 0)})
+        tmp = folder / f".{split}.parquet.tmp"
+        pd.DataFrame(rows).to_parquet(tmp, index=False)
+        os.replace(tmp, folder / f"{split}.parquet")
+    stamp.touch()
+    return str(root)
+
+
+def resolve_task(name: str) -> Any:
+    from tmkd.data import get_task
+
+    return quick_task() if name == QUICK_TASK else get_task(name)
+
+
 def textbrewer_missing() -> str | None:
     """Why TextBrewer cannot run here (None when it can)."""
     try:
@@ -98,11 +153,11 @@ def textbrewer_missing() -> str | None:
 
 # --- shared pieces ---------------------------------------------------------------------------------------------------
 def build_models(setup: Setup) -> tuple[Any, list[Any], Any, Any]:
-    """(task, teacher models, student with its initial weights, tokenizer), identical in every worker (seeded)."""
-    from tmkd.data import get_task
+    """(task, teacher models, student with its initial weights, tokenizer), identical in every worker (seeded;
+    quick teachers are trained here, before any system's clock starts)."""
     from tmkd.models import ModelSpec, build_classifier
 
-    task = get_task(setup.task)
+    task = resolve_task(setup.task)
     if setup.teachers:
         specs = [ModelSpec(name_or_path=p) for p in setup.teachers]
     elif setup.quick:
@@ -118,7 +173,44 @@ def build_models(setup: Setup) -> tuple[Any, list[Any], Any, Any]:
         else ModelSpec(name_or_path=MINILM, num_layers=3)
     torch.manual_seed(setup.seed)
     student, tok = build_classifier(student_spec, task)
+    if setup.quick and not setup.teachers:
+        train_teachers(teachers, tok, task, setup)
     return task, teachers, student, tok
+
+
+def train_loader(setup: Setup, task: Any, tok: Any, seed: int) -> Any:
+    """The train rows (same caps and seed as tmkd's), tokenised, shuffled by ``seed``, padded per batch."""
+    from torch.utils.data import DataLoader
+
+    from tmkd.data import load_splits
+
+    train = load_splits(task, setup.data_dir, setup.train_rows, setup.eval_rows, setup.seed)[task.train_split]
+    enc = train.map(lambda b: tok(*(b[c] for c in task.text_columns), truncation=True, max_length=task.max_length),
+                    batched=True, remove_columns=train.column_names)
+    rows = [{**r, "labels": y} for r, y in zip(enc, train[task.label_column], strict=True)]
+    return DataLoader(rows, batch_size=setup.batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed),
+                      collate_fn=lambda f: dict(tok.pad(f, return_tensors="pt")))
+
+
+def train_teachers(teachers: list[Any], tok: Any, task: Any, setup: Setup) -> None:
+    """Fine-tune the quick teachers on gold labels for :data:`TEACHER_EPOCHS` (each its own data order), so that
+    the KD half of every system's loss is a real signal rather than random teachers' noise."""
+    from transformers import get_linear_schedule_with_warmup
+
+    torch.set_num_threads(setup.threads)
+    for i, model in enumerate(teachers):
+        loader = train_loader(setup, task, tok, setup.seed + 100 + i)
+        model.train().requires_grad_(True)
+        optimizer = optimizer_for(model, setup)
+        total = len(loader) * TEACHER_EPOCHS
+        schedule = get_linear_schedule_with_warmup(optimizer, int(setup.warmup_ratio * total), total)
+        for _ in range(TEACHER_EPOCHS):
+            for batch in loader:
+                model(**batch).loss.backward()
+                optimizer.step()
+                schedule.step()
+                optimizer.zero_grad(set_to_none=True)
+        model.eval().requires_grad_(False)
 
 
 def optimizer_for(model: torch.nn.Module, setup: Setup) -> torch.optim.Optimizer:
@@ -173,18 +265,9 @@ def run_tmkd(setup: Setup, task: Any, teachers: list[Any], student: Any, tok: An
 def run_textbrewer(setup: Setup, task: Any, teachers: list[Any], student: Any, tok: Any, cached: bool,
                    workdir: str) -> Any:
     from textbrewer import DistillationConfig, MultiTeacherDistiller, TrainingConfig
-    from torch.utils.data import DataLoader
     from transformers import get_linear_schedule_with_warmup
 
-    from tmkd.data import load_splits
-
-    train = load_splits(task, setup.data_dir, setup.train_rows, setup.eval_rows, setup.seed)[task.train_split]
-    enc = train.map(lambda b: tok(*(b[c] for c in task.text_columns), truncation=True, max_length=task.max_length),
-                    batched=True, remove_columns=train.column_names)
-    rows = [{**r, "labels": y} for r, y in zip(enc, train[task.label_column], strict=True)]
-    loader = DataLoader(rows, batch_size=setup.batch_size, shuffle=True,
-                        generator=torch.Generator().manual_seed(setup.seed),
-                        collate_fn=lambda f: dict(tok.pad(f, return_tensors="pt")))
+    loader = train_loader(setup, task, tok, setup.seed)
     random.seed(setup.seed)  # the cached mode reshuffles its batches with `random`
     t_config = TrainingConfig(device="cpu", output_dir=workdir, log_dir=None, ckpt_frequency=1)
     d_config = DistillationConfig(temperature=setup.temperature, kd_loss_type="ce",
@@ -203,12 +286,28 @@ def run_textbrewer(setup: Setup, task: Any, teachers: list[Any], student: Any, t
 
 def worker(system: str, setup: Setup, models: tuple[Any, list[Any], Any, Any] | None = None) -> dict[str, Any]:
     """K runs of one system; per-run wall time and dev accuracy, and the process's peak RSS."""
-    import logging
+    with quiet_loggers("pytorch_lightning", "lightning.pytorch", "Distillation", "tmkd"):
+        return _worker(system, setup, models)
 
+
+@contextlib.contextmanager
+def quiet_loggers(*names: str) -> Iterator[None]:
+    """Errors only from these loggers while the block runs; their levels come back after (``--quick`` runs the
+    workers in the caller's process, whose logging must stay as it was)."""
+    loggers = [logging.getLogger(name) for name in names]
+    before = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, before, strict=True):
+            lg.setLevel(level)
+
+
+def _worker(system: str, setup: Setup, models: tuple[Any, list[Any], Any, Any] | None) -> dict[str, Any]:
     from tmkd.data import load_splits
 
-    for name in ("pytorch_lightning", "lightning.pytorch", "Distillation", "tmkd"):
-        logging.getLogger(name).setLevel(logging.ERROR)
     torch.set_num_threads(setup.threads)
     task, teachers, student, tok = models or build_models(setup)
     dev = load_splits(task, setup.data_dir, 1, setup.eval_rows, setup.seed)[task.eval_splits[0]]
@@ -278,8 +377,9 @@ def ratio_line(results: dict[str, dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="tiny teachers and student on synth_pair (seconds)")
-    ap.add_argument("--task", default=None, help="rte or qnli (default), or synth_pair with --quick")
+    ap.add_argument("--quick", action="store_true", help=f"tiny teachers and student on {QUICK_TASK} (seconds)")
+    ap.add_argument("--task", default=None, help=f"rte (default) or qnli; with --quick {QUICK_TASK} (default) or a "
+                                                 "synthetic task (synth_pair)")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--teachers", nargs="*", default=[], help="3 fine-tuned teacher folders (default: built-in)")
     ap.add_argument("--train-rows", type=int, default=None)
@@ -288,6 +388,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0, help="models' initial weights, train cap and data order")
     ap.add_argument("--k", type=int, default=4, help="runs measured for the study (>= 2 to extrapolate K=16)")
     ap.add_argument("--systems", nargs="*", default=list(SYSTEMS), choices=SYSTEMS)
     ap.add_argument("--in-process", action=argparse.BooleanOptionalAction, default=None,
@@ -306,16 +407,19 @@ def main(argv: list[str] | None = None) -> None:
         ap.error("the ratios are against 'tmkd (cache on)': keep it in --systems")
     quick = args.quick
     args.in_process = quick if args.in_process is None else args.in_process
-    setup = Setup(task=args.task or ("synth_pair" if quick else "rte"), data_dir=args.data_dir, quick=quick,
+    task_name = args.task or (QUICK_TASK if quick else "rte")
+    data_dir = quick_data_dir() if task_name == QUICK_TASK and args.data_dir is None else args.data_dir
+    setup = Setup(task=task_name, data_dir=data_dir, quick=quick,
                   train_rows=args.train_rows or (1000 if quick else None), eval_rows=args.eval_rows,
                   teachers=args.teachers, batch_size=args.batch_size, epochs=args.epochs or (4 if quick else 3),
-                  lr=args.lr or (3e-3 if quick else 5e-5), threads=args.threads, k=args.k)
+                  lr=args.lr or (3e-3 if quick else 5e-5), threads=args.threads, k=args.k, seed=args.seed)
     missing = textbrewer_missing()
     skipped = {s: missing for s in SYSTEMS if s.startswith("textbrewer") and missing}
     skipped.update({s: "not selected (--systems)" for s in SYSTEMS if s not in args.systems})
     print(f"tmkd.bench.peers: task={setup.task} quick={quick} rows={setup.train_rows or 'all'} "
           f"epochs={setup.epochs} batch={setup.batch_size} T={setup.temperature} alpha={setup.alpha} "
-          f"threads={setup.threads} K={setup.k} {'in one process' if args.in_process else 'one process per system'}",
+          f"threads={setup.threads} K={setup.k} seed={setup.seed} "
+          f"{'in one process' if args.in_process else 'one process per system'}",
           flush=True)
     results = {}
     models = build_models(setup) if args.in_process else None
@@ -332,6 +436,13 @@ def main(argv: list[str] | None = None) -> None:
              "study ratios (K=16, textbrewer / tmkd cache on): " + "; ".join(
                  f"{s}: {study(results[s], setup.k)[16] / study(results['tmkd (cache on)'], setup.k)[16]:.2f}x"
                  for s in results if s != "tmkd (cache on)")]
+    if models and setup.quick and not setup.teachers:
+        from tmkd.data import load_splits
+
+        task, teachers, _, tok = models
+        dev = load_splits(task, setup.data_dir, 1, setup.eval_rows, setup.seed)[task.eval_splits[0]]
+        notes.append(f"quick teachers (trained {TEACHER_EPOCHS} epochs on the train rows, shared): dev accuracy "
+                     + "/".join(f"{dev_accuracy(t, tok, dev, task):.3f}" for t in teachers))
     last = ratio_line(results)
     print("\n".join([*lines, "", *notes, last]))
     if args.out:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,15 @@ def hydra_context() -> Iterator[None]:
         return
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         yield
+
+
+@cache
+def trainer_params() -> frozenset[str]:
+    """Every ``pytorch_lightning.Trainer`` argument: any of them may be set as ``trainer.<arg>=...``, as in
+    Lightning's CLI, whether or not ``configs/trainer`` names it."""
+    import pytorch_lightning as pl
+
+    return frozenset(inspect.signature(pl.Trainer.__init__).parameters) - {"self"}
 
 
 def override_key(override: str) -> str:

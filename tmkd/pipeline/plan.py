@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from tmkd.pipeline import manifest
-from tmkd.pipeline.compose import compose_run, dedupe, override_key
+from tmkd.pipeline.compose import compose_run, dedupe, override_key, trainer_params
 
 MAIN = "main"
 GLOBAL_ROOTS = ("seed", "data", "trainer", "logger", "paths", "checkpoint")
@@ -131,6 +131,8 @@ def flatten(addressed: dict[str, Any], prefix: str = "") -> list[str]:
     for key, value in addressed.items():
         if isinstance(value, dict) and value:
             out.extend(flatten(value, f"{prefix}{key}."))
+        elif prefix == "trainer." and key in trainer_params():
+            out.append(f"++trainer.{key}={_format_value(value)}")  # any Trainer argument, as on the top level
         else:
             out.append(f"{prefix}{key}={_format_value(value)}")
     return out
@@ -274,10 +276,11 @@ class Planner:
         if not distills:
             ident.pop("distill", None)  # a fine-tune's result does not depend on distillation settings
         digest = manifest.config_hash(_replace_paths(ident, upstream))
-        out_dir = self.checkpoints / "runs" / experiment / f"{name}-{digest[:8]}"
+        runs_dir = self.checkpoints / "runs" / experiment
         twin = next((r for r in self.runs.values() if r.hash == digest and r.experiment == experiment), None)
-        if twin is not None:  # the same run under another name (a teacher that is also a stage): one folder
-            out_dir = twin.out_dir
+        # The same run under another name (a teacher that is also a stage, or a run another experiment calls
+        # differently): one folder, so it trains once.
+        out_dir = twin.out_dir if twin is not None else done_twin(runs_dir, digest) or runs_dir / f"{name}-{digest[:8]}"
         config["paths"]["output_dir"] = str(out_dir)
         config["run_name"] = name
         config["experiment_name"] = experiment
@@ -306,6 +309,16 @@ def _replace_paths(ident: Any, upstream: dict[str, str]) -> Any:
     if isinstance(ident, list):
         return [_replace_paths(v, upstream) for v in ident]
     return upstream.get(ident, ident) if isinstance(ident, str) else ident
+
+
+def done_twin(runs_dir: Path, digest: str) -> Path | None:
+    """A finished run folder of this experiment with exactly this config hash, whatever its run name."""
+    for folder in sorted(runs_dir.glob(f"*-{digest[:8]}")):
+        found = manifest.read(folder)
+        if found and found.get("status") == "done" and found.get("hash") == digest and (folder / "metrics.json"
+                                                                                        ).is_file():
+            return folder
+    return None
 
 
 def status_of(run: Run) -> tuple[str, Path | None]:

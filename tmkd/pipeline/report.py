@@ -199,7 +199,7 @@ def export_student(plan: Plan, rows: list[dict[str, Any]], latency: dict[str, An
 
 
 def log_wandb(plan: Plan, rows: list[dict[str, Any]], png: Path | None, logger_cfg: dict[str, Any]) -> None:
-    if (logger_cfg or {}).get("kind", "wandb") != "wandb":
+    if (logger_cfg or {}).get("kind") != "wandb":  # only a run configured for W&B opens a W&B run
         return
     import wandb
 
