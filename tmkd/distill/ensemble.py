@@ -40,7 +40,7 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
 @dataclass
 class Teacher:
     name: str
-    model: PreTrainedModel
+    model: PreTrainedModel  # or frozen encoder + adapter (tmkd.models.adapter_teacher): HF-style config and outputs
     tokenizer: PreTrainedTokenizerBase
     weight: float = 1.0
     source: str = ""
@@ -49,7 +49,8 @@ class Teacher:
 
     @property
     def fingerprint(self) -> str:
-        """Hash of the weights: soft targets cached under it go stale exactly when the weights change."""
+        """Hash of the weights (an adapter teacher's: encoder and adapter): soft targets cached under it go stale
+        exactly when the weights change."""
         if self._fingerprint is None:
             self._fingerprint = fingerprint_module(self.model)
         return self._fingerprint

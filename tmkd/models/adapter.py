@@ -226,6 +226,23 @@ def load_adapter(out_dir: str | Path) -> SavedAdapter:
     )
 
 
+def load_adapter_with_encoder(out_dir: str | Path, check_encoder: bool = True
+                              ) -> tuple[AdapterWithEncoder, PreTrainedTokenizerBase, SavedAdapter]:
+    """A saved adapter with its frozen encoder (``AutoModel``) and tokenizer: what the predictor and an adapter
+    teacher (:mod:`tmkd.models.adapter_teacher`) run. With ``check_encoder`` a recorded encoder fingerprint must
+    match, since an adapter on other encoder weights gives meaningless scores."""
+    saved = load_adapter(out_dir)
+    encoder_path = resolve_path(saved.encoder)
+    model: PreTrainedModel = AutoModel.from_pretrained(encoder_path)
+    encoder = FrozenEncoder(model, layers=saved.adapter.config.layers)
+    recorded = saved.encoder_fingerprint
+    if check_encoder and recorded is not None and encoder.fingerprint() != recorded:
+        raise ValueError(f"encoder {saved.encoder!r} differs from the one adapter {out_dir} was trained on "
+                         "(weights fingerprint mismatch); pass check_encoder=False to use it anyway")
+    tokenizer = AutoTokenizer.from_pretrained(saved.tokenizer_path or encoder_path)
+    return AdapterWithEncoder(encoder, saved.adapter), tokenizer, saved
+
+
 TextInput = str | tuple[str, str] | Mapping[str, str]
 
 
@@ -252,17 +269,8 @@ class AdapterClassifier:
                         check_encoder: bool = True) -> AdapterClassifier:
         """Load adapter, encoder (``AutoModel``) and tokenizer; with ``check_encoder`` a recorded encoder
         fingerprint must match, since an adapter on other encoder weights gives meaningless scores."""
-        saved = load_adapter(out_dir)
-        encoder_path = resolve_path(saved.encoder)
-        model: PreTrainedModel = AutoModel.from_pretrained(encoder_path)
-        encoder = FrozenEncoder(model, layers=saved.adapter.config.layers)
-        recorded = saved.encoder_fingerprint
-        if check_encoder and recorded is not None and encoder.fingerprint() != recorded:
-            raise ValueError(f"encoder {saved.encoder!r} differs from the one adapter {out_dir} was trained on "
-                             "(weights fingerprint mismatch); pass check_encoder=False to use it anyway")
-        tokenizer = AutoTokenizer.from_pretrained(saved.tokenizer_path or encoder_path)
-        return cls(AdapterWithEncoder(encoder, saved.adapter).to(device), tokenizer, saved.id2label,
-                   saved.max_length)
+        model, tokenizer, saved = load_adapter_with_encoder(out_dir, check_encoder)
+        return cls(model.to(device), tokenizer, saved.id2label, saved.max_length)
 
     @staticmethod
     def _split(item: TextInput) -> tuple[str, str | None]:

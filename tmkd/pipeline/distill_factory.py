@@ -6,12 +6,14 @@ import logging
 from typing import Any
 
 from omegaconf import DictConfig
+from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from tmkd.data.datamodule import STUDENT
 from tmkd.data.tasks import TaskSpec
 from tmkd.distill.aggregators import build_aggregator
 from tmkd.distill.ensemble import Teacher, TeacherEnsemble
+from tmkd.models.adapter_teacher import AdapterTeacher, find_adapter_export, load_adapter_teacher
 from tmkd.models.build import ModelSpec, build_model
 from tmkd.modules.base import OptimConfig
 from tmkd.modules.distill import MODULES, DistillConfig, DistillModule
@@ -30,13 +32,29 @@ def build_teachers(specs: list[dict[str, Any]], task: TaskSpec) -> TeacherEnsemb
         if spec.get("run"):
             raise ValueError(f"teacher {spec.get('name', i)!r} has a `run` that was not planned: run it through "
                              "`python -m tmkd.run` (the planner trains it first and points name_or_path at it)")
-        model_spec = ModelSpec.from_config({k: v for k, v in spec.items() if k not in TEACHER_KEYS})
-        model, tokenizer = build_model(model_spec, task)
         weight = float(spec.get("weight", 1.0))
         if weight < 0:
             raise ValueError(f"teacher {spec.get('name', i)!r}: weight must be >= 0, got {weight}")
-        teachers.append(Teacher(spec.get("name") or f"t{i}", model, tokenizer, weight, model_spec.describe()))
+        model, tokenizer, source = build_teacher_model(spec, task, spec.get("name") or f"t{i}")
+        teachers.append(Teacher(spec.get("name") or f"t{i}", model, tokenizer, weight, source))
     return TeacherEnsemble(teachers, task)
+
+
+def build_teacher_model(spec: dict[str, Any], task: TaskSpec, name: str
+                        ) -> tuple[nn.Module, PreTrainedTokenizerBase, str]:
+    """(model, tokenizer, source) of one teacher: a HF model (:func:`build_model`), or frozen encoder + adapter
+    when ``name_or_path`` holds a saved adapter (an export or an adapter run's folder; detected, not declared)."""
+    model_keys = {k: v for k, v in spec.items() if k not in TEACHER_KEYS}
+    export = find_adapter_export(spec["name_or_path"]) if spec.get("name_or_path") else None
+    if export is None:
+        model_spec = ModelSpec.from_config(model_keys)
+        model, tokenizer = build_model(model_spec, task)
+        return model, tokenizer, model_spec.describe()
+    other = sorted(k for k, v in model_keys.items() if k != "name_or_path" and v is not None)
+    if other:
+        raise ValueError(f"teacher {name!r}: {spec['name_or_path']} is a saved adapter; {other} apply to HF "
+                         "models only (an adapter runs with the encoder and tokenizer it was trained on)")
+    return load_adapter_teacher(export, task)
 
 
 def select_teachers(specs: list[dict[str, Any]], names: list[str] | None) -> list[dict[str, Any]]:
@@ -86,6 +104,10 @@ def build_distill_module(cfg: DictConfig, task: TaskSpec, model: PreTrainedModel
     if dcfg.hidden_weight > 0:
         if not 0 <= dcfg.hidden_teacher < len(ensemble):
             raise ValueError(f"distill.hidden.teacher={dcfg.hidden_teacher} but there are {len(ensemble)} teachers")
+        if isinstance(ensemble.teachers[dcfg.hidden_teacher].model, AdapterTeacher):
+            raise ValueError(f"distill.hidden.teacher={dcfg.hidden_teacher} is adapter teacher "
+                             f"{ensemble.names[dcfg.hidden_teacher]!r}: it has no hidden states to distil from "
+                             "(its encoder is frozen and pretrained); pick a fine-tuned teacher")
         if ensemble.teachers[dcfg.hidden_teacher].view != STUDENT:
             raise ValueError("hidden-state distillation needs a teacher that shares the student's tokenizer; "
                              f"teacher {ensemble.names[dcfg.hidden_teacher]!r} tokenises differently")
