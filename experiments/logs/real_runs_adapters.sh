@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# NB: `python -m` puts the current folder ahead of PYTHONPATH, so these runs imported /work/main, not the snapshot
+# (use `python -P -m` for a snapshot to take effect).
 # Issue-11 real-data runs (CPU, 2 cores shared with tests), on a frozen snapshot of the code (git worktree /tmp/snap2)
 # so that concurrent edits cannot change what they import. RTE: full train (2,490) and dev (277). QNLI: train capped
 # at 3,000 rows of the 10,475-row subset (seeded sample; the same cap as experiments/results/pipeline_qnli.md, so the

@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# NB: `python -m` puts the current folder ahead of PYTHONPATH, so these runs imported /work/main, not the snapshot
+# (use `python -P -m` for a snapshot to take effect).
 # Issue-10 real-data runs (CPU, 2 cores shared), frozen code snapshot (git worktree /tmp/snap2). QNLI train capped at
 # 3,000 rows of the 10,475-row subset (the cap of experiments/results/pipeline_qnli.md, so the dense MiniLM-L6 and the
 # two teachers are reused from those runs), full dev (5,463). The pruned stage: 3 epochs (validated once, at the end,
