@@ -20,6 +20,12 @@ continues pruning where it stopped.
 
 Export: :meth:`export_model` is :func:`tmkd.prune.compact` of the masked model: a small dense
 ``tmkd_pruned_bert`` model without dead heads / FFN units, the masks and scores left behind.
+
+Task kinds: everything kind-specific comes from ``tmkd.data.kinds`` as in the other modules, so extractive QA
+(``prune_squad``, ``prune_quick_qa``) prunes a ``BertForQuestionAnswering`` while distilling the teachers' start /
+end distributions over the student's windows ([B, 2, S] logits), is scored by the QA evaluator (SQuAD
+post-processing + official EM / F1) and exports a ``TmkdPrunedBertForQuestionAnswering``. The report's latency
+times the forward pass on one truncated sequence per dev row (QA: one window per question), the same for both models.
 """
 
 from __future__ import annotations
@@ -233,23 +239,33 @@ class PruneModule(ManyToOneModule):
         return {f"{self.task.split_prefix(split)}/{k}": float(v) for k, v in scores.items()}
 
     def build_report(self) -> dict[str, Any]:
-        """Densities, heads kept, sizes, dev metric and CPU latency of the pruned model vs the dense one."""
-        key = f"{self.task.split_prefix(self.task.eval_splits[0])}/{self.task.main_metric}"
+        """Densities, heads kept, sizes, dev metrics and CPU latency of the pruned model vs the dense one.
+
+        ``metric`` / ``value`` are the task's main metric (what checkpoints are ranked by); ``metrics`` / ``scores``
+        are all the task's metrics on the first eval split (QA: EM and F1), from the same evaluator for both models.
+        """
+        prefix = self.task.split_prefix(self.task.eval_splits[0])
+        key = f"{prefix}/{self.task.main_metric}"
+        keys = [f"{prefix}/{m}" for m in dict.fromkeys((self.task.main_metric, *self.task.metrics))]
         final = self.pruner.density_report()
         small = self.export_model().cpu()
         dense = self._dense[0] if self._dense else None
+        pruned_scores = {k: _metric(self.trainer.callback_metrics.get(k)) for k in keys}
         report: dict[str, Any] = {
             "method": self.pruner.config.method, "block_size": self.pruner.config.block_size,
             "target": {"attention": self.pruner.config.attention_target, "ffn": self.pruner.config.ffn_target},
             "final_finetune_fraction": self.settings.final_finetune_fraction, "fill_step": self.fill_step,
             "density": final.as_dict(),
             "density_before_fill": self.pruned_report.as_dict() if self.pruned_report else None,
-            "metric": key,
-            "pruned": {"value": _metric(self.trainer.callback_metrics.get(key)), **_sizes(small)},
-            "dense": {"value": None, **(_sizes(dense) if dense is not None else {})},
+            "task": self.task.name, "kind": self.task.kind, "metric": key, "metrics": keys,
+            "pruned": {"value": pruned_scores[key], "scores": pruned_scores, **_sizes(small)},
+            "dense": {"value": None, "scores": {k: None for k in keys},
+                      **(_sizes(dense) if dense is not None else {})},
         }
         if dense is not None and self.settings.dense_eval:
-            report["dense"]["value"] = self.dense_scores().get(key)
+            scores = self.dense_scores()
+            report["dense"]["scores"] = {k: scores.get(k) for k in keys}
+            report["dense"]["value"] = scores.get(key)
         report["encoder_weights_kept"] = final.overall
         if self.settings.latency and dense is not None:
             report["latency"] = self.measure_latency(dense, small)
@@ -266,8 +282,13 @@ class PruneModule(ManyToOneModule):
         tokenizer = dm.tokenizers[self.view]
         kwargs = {"batch_sizes": self.settings.batch_sizes, "threads": self.settings.threads,
                   "max_length": dm.max_length or self.task.max_length}
-        out = {"dense": torch_latency(dense, tokenizer, texts, **kwargs),
-               "pruned": torch_latency(small, tokenizer, texts, **kwargs)}
+        out: dict[str, Any] = {"dense": torch_latency(dense, tokenizer, texts, **kwargs),
+                               "pruned": torch_latency(small, tokenizer, texts, **kwargs)}
+        # What is timed: the model's forward on one tokenised sequence per dev row (for QA: the (question, context)
+        # pair cut to max_length, i.e. one window per question, start/end logits out; no window striding and no
+        # answer decoding, which cost the same for both models).
+        out["inputs"] = {"split": self.task.eval_splits[0], "rows": rows, "columns": list(self.task.text_columns),
+                         "max_length": kwargs["max_length"], "per_row": "one sequence (truncated), forward only"}
         out["speedup"] = {b: out["dense"]["batches"][b]["ms_per_batch"] / out["pruned"]["batches"][b]["ms_per_batch"]
                           for b in out["pruned"]["batches"]}
         return out
@@ -332,19 +353,25 @@ def report_markdown(report: dict[str, Any], heatmap: bool = True) -> str:
         lines.append(f"| {d['layer']} | {d['attention_density']:.3f} | {d['heads_kept']}/{d['heads_total']} | "
                      f"{d['ffn_density']:.3f} | {d['ffn_units_kept']}/{d['ffn_units_total']} |")
     dense, pruned = report["dense"], report["pruned"]
+    metrics = report.get("metrics") or [report["metric"]]
     lines += ["", f"Encoder linear weights kept (exported model): {density['overall']:.4f}", "",
-              "| model | " + report["metric"] + " | params | encoder linear weights | heads | size (MB) |",
-              "|---|---|---|---|---|---|"]
+              "| model | " + " | ".join(metrics) + " | params | encoder linear weights | heads | size (MB) |",
+              "|---|" + "---|" * len(metrics) + "---|---|---|---|"]
     for name, row in (("dense (start)", dense), ("pruned (export)", pruned)):
-        value = f"{row['value']:.4f}" if row.get("value") is not None else "-"
+        scores = {**(row.get("scores") or {}), report["metric"]: row.get("value")}
+        values = " | ".join(f"{scores[m]:.4f}" if scores.get(m) is not None else "-" for m in metrics)
         size = f"{row['size_bytes'] / 2**20:.2f}" if row.get("size_bytes") else "-"
-        lines.append(f"| {name} | {value} | {row.get('params', '-')} | {row.get('encoder_linear_weights', '-')} | "
+        lines.append(f"| {name} | {values} | {row.get('params', '-')} | {row.get('encoder_linear_weights', '-')} | "
                      f"{row.get('heads', '-')} | {size} |")
     latency = report.get("latency")
     if latency:
         env = latency["pruned"]["env"]
-        lines += ["", f"CPU latency ({env['threads']} thread(s), {env['cpu']}, torch {env['torch']}, "
-                  f"{env['rows']} dev rows):", "", "| batch | dense ms | pruned ms | speed-up |", "|---|---|---|---|"]
+        inputs = latency.get("inputs")
+        what = (f"{env['rows']} dev rows" if not inputs else
+                f"the first {inputs['rows']} {inputs['split']} rows, one sequence of ({', '.join(inputs['columns'])}) "
+                f"per row truncated to {inputs['max_length']} tokens, forward pass only")
+        lines += ["", f"CPU latency ({env['threads']} thread(s), {env['cpu']}, torch {env['torch']}; {what}):", "",
+                  "| batch | dense ms | pruned ms | speed-up |", "|---|---|---|---|"]
         for b, s in latency["speedup"].items():
             lines.append(f"| {b} | {latency['dense']['batches'][b]['ms_per_batch']:.2f} | "
                          f"{latency['pruned']['batches'][b]['ms_per_batch']:.2f} | {s:.2f}x |")
