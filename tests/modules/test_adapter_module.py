@@ -116,7 +116,8 @@ def test_settings_and_encoder_checks(compose_cfg):
     assert encoder_reference(named, AdapterSettings.from_config(OmegaConf.to_container(named.adapter))) == "/some/run"
 
 
-def test_span_adapters_wait(compose_cfg):
-    cfg = compose_cfg(["experiment=adapter_squad_v2"])
-    with pytest.raises(ValueError, match="classification"):
-        build_module(cfg, build_task(cfg))
+def test_span_adapters_refuse_distillation_before_loading_the_encoder(compose_cfg):
+    for option in ("adapter.distill=true", "adapter.ensemble_with=/some/run"):
+        cfg = compose_cfg(["experiment=adapter_squad_v2", option])
+        with pytest.raises(ValueError, match="not supported for span"):
+            build_module(cfg, build_task(cfg))

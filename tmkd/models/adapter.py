@@ -226,6 +226,21 @@ def load_adapter(out_dir: str | Path) -> SavedAdapter:
     )
 
 
+def load_encoder(name_or_path: str) -> PreTrainedModel:
+    """The frozen encoder as ``AutoModel`` loads it, with a pooler the checkpoint lacks (a QA model's: its base model
+    has none) zeroed rather than left randomly initialised. The pooler feeds no adapter, but its weights are part of
+    the encoder's fingerprint, which must be the same at training and at every load (training and teacher loading
+    both come here)."""
+    model, info = AutoModel.from_pretrained(name_or_path, output_loading_info=True)
+    missing = {k for k in info.get("missing_keys", ()) if k.split(".")[0] == "pooler"}
+    if missing:
+        with torch.no_grad():
+            for name, tensor in model.state_dict(keep_vars=True).items():
+                if name in missing:
+                    tensor.zero_()
+    return model
+
+
 def load_adapter_with_encoder(out_dir: str | Path, check_encoder: bool = True
                               ) -> tuple[AdapterWithEncoder, PreTrainedTokenizerBase, SavedAdapter]:
     """A saved adapter with its frozen encoder (``AutoModel``) and tokenizer: what the predictor and an adapter
@@ -233,7 +248,7 @@ def load_adapter_with_encoder(out_dir: str | Path, check_encoder: bool = True
     match, since an adapter on other encoder weights gives meaningless scores."""
     saved = load_adapter(out_dir)
     encoder_path = resolve_path(saved.encoder)
-    model: PreTrainedModel = AutoModel.from_pretrained(encoder_path)
+    model = load_encoder(encoder_path)
     encoder = FrozenEncoder(model, layers=saved.adapter.config.layers)
     recorded = saved.encoder_fingerprint
     if check_encoder and recorded is not None and encoder.fingerprint() != recorded:

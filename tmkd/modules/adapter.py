@@ -9,13 +9,20 @@ are always precomputed, as batches carry features rather than text). Validation 
 
 ``adapter.ensemble_with`` names a fine-tuned model whose dev logits (through the soft-target cache) are averaged
 with the adapter's (:func:`tmkd.models.adapter.ensemble_logits`, ``adapter.ensemble_weight`` = the adapter's
-share); metrics.json reports the adapter alone, the model alone and the ensemble. Span tasks wait for the
-streamed-feature datamodule (see :mod:`tmkd.features.cache`).
+share); metrics.json reports the adapter alone, the model alone and the ensemble.
+
+Span (QA) tasks train a ``kind="spans"`` adapter through the fine-tuning path instead (:class:`SpanAdapterModule`):
+per-token states are not cached (see :mod:`tmkd.features.cache`) but streamed from the frozen encoder every step
+under ``no_grad`` (:meth:`tmkd.features.FrozenEncoder.hidden_states`), and the model the module trains is the QA
+teacher wrapper (:class:`tmkd.models.adapter_teacher.AdapterForQuestionAnswering`), so batches, windows, loss,
+EM/F1 and ``predictions.json`` are the QA fine-tune's. ``adapter.distill`` and ``adapter.ensemble_with`` are
+classification-only for now.
 
 Export: ``<run>/hf`` holds :func:`tmkd.models.adapter.save_adapter`'s files (the adapter, its config naming the
 frozen encoder and its fingerprint, the tokenizer). It is a **tmkd predictor**, not a transformers model:
 ``AdapterClassifier.from_pretrained(<run>/hf)`` runs encoder + adapter and returns what the text-classification
-pipeline returns; ``transformers.pipeline`` has no task for it (see :mod:`tmkd.models.adapter` for why).
+pipeline returns; ``transformers.pipeline`` has no task for it (see :mod:`tmkd.models.adapter` for why). A span
+adapter's export loads as a QA teacher (:func:`tmkd.models.adapter_teacher.load_adapter_teacher`).
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
-from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from tmkd.data.datamodule import STUDENT
 from tmkd.data.features import FeatureDataModule, FeatureViews
@@ -37,9 +44,17 @@ from tmkd.distill.ensemble import TeacherEnsemble
 from tmkd.distill.losses import build_kd_loss, combined_loss
 from tmkd.distill.targets import SoftTargetStore
 from tmkd.features import FeatureStore, FrozenEncoder
-from tmkd.models.adapter import AdapterConfig, HiddenStateAdapter, ensemble_logits, save_adapter
-from tmkd.models.build import resolve_path
-from tmkd.modules.base import ClassifierModule, OptimConfig
+from tmkd.models.adapter import (
+    AdapterConfig,
+    AdapterWithEncoder,
+    HiddenStateAdapter,
+    ensemble_logits,
+    load_encoder,
+    save_adapter,
+)
+from tmkd.models.adapter_teacher import AdapterForQuestionAnswering
+from tmkd.models.build import resolve_path, usable_positions
+from tmkd.modules.base import ClassifierModule, FineTuneModule, OptimConfig
 from tmkd.modules.distill import DistillConfig
 
 ADAPTER = "adapter"
@@ -109,8 +124,8 @@ class AdapterModule(ClassifierModule):
         """``targets_cache_dir``: the soft-target cache of teachers and the ensemble model (None: not cached)."""
         super().__init__(adapter, task, optim, view=STUDENT)  # type: ignore[arg-type]  # an nn.Module, not HF
         if task.kind != "classification":
-            raise ValueError(f"method adapter trains classification tasks; {task.name!r} is {task.kind!r} "
-                             "(span adapters wait for streamed features)")
+            raise ValueError(f"AdapterModule trains classification tasks from cached features; {task.name!r} is "
+                             f"{task.kind!r} (span adapters train with SpanAdapterModule, on streamed states)")
         if (teachers is None) != (distill is None):
             raise ValueError("adapter distillation needs both teachers and a distill config")
         self.store = store
@@ -241,6 +256,48 @@ class AdapterModule(ClassifierModule):
                              dict(self.task.id2label), self.max_length)
 
 
+class SpanAdapterModule(FineTuneModule):
+    """Trains a span adapter on a frozen encoder's per-token states, streamed each step: ``self.model`` is
+    :class:`AdapterForQuestionAnswering` (frozen encoder + adapter, HF ``QuestionAnsweringModelOutput``), so the
+    QA fine-tune's batches, gold loss, EM/F1 and predictions apply unchanged. The encoder has ``requires_grad``
+    off and stays in eval mode (:meth:`FrozenEncoder.train`), so only the adapter reaches the optimiser; its
+    states are computed under ``no_grad``. The checkpoint holds the encoder's weights too (as the teacher's
+    ``state_dict`` does); the export holds the adapter alone."""
+
+    def __init__(self, model: AdapterForQuestionAnswering, task: TaskSpec, optim: OptimConfig, encoder_name: str,
+                 tokenizer: PreTrainedTokenizerBase, max_length: int) -> None:
+        if task.kind != "qa":
+            raise ValueError(f"SpanAdapterModule trains span (qa) tasks; {task.name!r} is {task.kind!r}")
+        if model.model.adapter.config.kind != "spans":
+            raise ValueError("SpanAdapterModule needs a spans adapter")
+        super().__init__(model, task, optim, view=STUDENT)  # type: ignore[arg-type]  # an nn.Module, not HF
+        self.encoder_name = encoder_name
+        self.encoder_fingerprint = model.model.encoder.fingerprint()
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
+    @property
+    def adapter(self) -> HiddenStateAdapter:
+        return self.model.model.adapter
+
+    @property
+    def encoder(self) -> FrozenEncoder:
+        return self.model.model.encoder
+
+    def extra_metrics(self) -> dict[str, Any]:
+        mix = self.adapter.layer_weights()
+        return {
+            "adapter": {"encoder": self.encoder_name, "kind": "spans", "layers": list(self.adapter.config.layers),
+                        "trainable_params": sum(p.numel() for p in self.parameters() if p.requires_grad),
+                        "layer_weights": None if mix is None else [round(float(w), 4) for w in mix.detach()]},
+            "encoder_forward_batches": self.encoder.forward_batches,
+        }
+
+    def export_model(self) -> AdapterExport:  # type: ignore[override]
+        return AdapterExport(self.adapter, self.encoder_name, self.encoder_fingerprint, self.tokenizer, {},
+                             self.max_length)
+
+
 # --- building (called by tmkd.pipeline.factory.build_module) --------------------------------------------------------
 def encoder_reference(cfg: DictConfig, settings: AdapterSettings) -> str:
     """The frozen encoder: ``adapter.encoder``, else ``model.name_or_path`` (a plan stage's ``init_from``)."""
@@ -256,7 +313,7 @@ def build_frozen_encoder(name: str, layers: list[int] | None) -> tuple[FrozenEnc
     """Encoder and tokenizer exactly as :meth:`AdapterClassifier.from_pretrained` loads them (``AutoModel``), so
     the weights fingerprint recorded at export matches the one checked at load."""
     path = resolve_path(name)
-    return FrozenEncoder(AutoModel.from_pretrained(path), layers=layers), AutoTokenizer.from_pretrained(path)
+    return FrozenEncoder(load_encoder(path), layers=layers), AutoTokenizer.from_pretrained(path)
 
 
 def build_adapter_module(cfg: DictConfig, task: TaskSpec, optim: OptimConfig
@@ -265,10 +322,11 @@ def build_adapter_module(cfg: DictConfig, task: TaskSpec, optim: OptimConfig
     from tmkd.pipeline.distill_factory import build_teachers, distill_config, select_teachers
     from tmkd.pipeline.factory import plain
 
-    if task.kind != "classification":  # before loading anything: the experiment composes, the run stops here
-        raise ValueError(f"method adapter trains classification tasks; {task.name!r} is {task.kind!r}: span "
-                         "adapters wait for a streamed-feature datamodule (tmkd/features/cache.py)")
     settings = AdapterSettings.from_config(plain(cfg.get("adapter")))
+    if task.kind == "qa":
+        return build_span_adapter_module(cfg, task, optim, settings)
+    if task.kind != "classification":  # before loading anything: the experiment composes, the run stops here
+        raise ValueError(f"method adapter trains classification and qa tasks; {task.name!r} is {task.kind!r}")
     name = encoder_reference(cfg, settings)
     encoder, tokenizer = build_frozen_encoder(name, settings.layers)
     max_length = int(cfg.data.max_length or task.max_length)
@@ -297,3 +355,23 @@ def build_adapter_module(cfg: DictConfig, task: TaskSpec, optim: OptimConfig
                            aggregator=aggregator, ensemble_with=ensemble, ensemble_weight=settings.ensemble_weight,
                            targets_cache_dir=node.get("cache_dir") if node.get("cache", True) else None)
     return module, FeatureViews({STUDENT: tokenizer}, store)
+
+
+def build_span_adapter_module(cfg: DictConfig, task: TaskSpec, optim: OptimConfig, settings: AdapterSettings
+                              ) -> tuple[SpanAdapterModule, dict[str, PreTrainedTokenizerBase]]:
+    """A span adapter on streamed per-token states, trained like a QA fine-tune (its views: the tokenizer)."""
+    refused = [k for k, on in (("distill", settings.distill), ("ensemble_with", settings.ensemble_with)) if on]
+    if refused:  # before loading anything
+        raise ValueError(f"adapter.{refused[0]} is not supported for span (qa) adapters yet: task {task.name!r} "
+                         "trains a span adapter on gold answers only")
+    name = encoder_reference(cfg, settings)
+    encoder, tokenizer = build_frozen_encoder(name, settings.layers)
+    # QA windows are cut at model_max_length: keep it within what the encoder embeds (as build_model does)
+    tokenizer.model_max_length = min(int(tokenizer.model_max_length), usable_positions(encoder.model.config))
+    adapter = HiddenStateAdapter(AdapterConfig.for_encoder(
+        encoder, kind="spans", projection_size=settings.projection_size, combination=settings.combination,
+        skip=settings.skip, dropout=settings.dropout))
+    max_length = int(cfg.data.max_length or task.max_length)
+    model = AdapterForQuestionAnswering(AdapterWithEncoder(encoder, adapter))
+    module = SpanAdapterModule(model, task, optim, name, tokenizer, max_length)
+    return module, {STUDENT: tokenizer}

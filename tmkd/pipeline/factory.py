@@ -14,7 +14,7 @@ from tmkd.models.build import ModelSpec, build_model
 from tmkd.modules.base import ClassifierModule, FineTuneModule, OptimConfig
 
 FINETUNE = "finetune"
-ADAPTER = "adapter"  # tmkd.modules.adapter: a hidden-state adapter on a frozen encoder's cached features
+ADAPTER = "adapter"  # tmkd.modules.adapter: a hidden-state adapter on a frozen encoder (cached or streamed)
 
 
 def plain(node: Any) -> Any:
