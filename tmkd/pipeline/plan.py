@@ -311,21 +311,22 @@ def _replace_paths(ident: Any, upstream: dict[str, str]) -> Any:
     return upstream.get(ident, ident) if isinstance(ident, str) else ident
 
 
+def finished(folder: Path, digest: str, found: dict[str, Any] | None = None) -> bool:
+    """The run in ``folder`` is done under exactly this config hash and its outputs are there."""
+    found = manifest.read(folder) if found is None else found
+    return bool(found) and found.get("status") == "done" and found.get("hash") == digest and (
+        folder / "metrics.json").is_file()
+
+
 def done_twin(runs_dir: Path, digest: str) -> Path | None:
     """A finished run folder of this experiment with exactly this config hash, whatever its run name."""
-    for folder in sorted(runs_dir.glob(f"*-{digest[:8]}")):
-        found = manifest.read(folder)
-        if found and found.get("status") == "done" and found.get("hash") == digest and (folder / "metrics.json"
-                                                                                        ).is_file():
-            return folder
-    return None
+    return next((f for f in sorted(runs_dir.glob(f"*-{digest[:8]}")) if finished(f, digest)), None)
 
 
 def status_of(run: Run) -> tuple[str, Path | None]:
     """done (manifest done under this hash, outputs present), resume (a last checkpoint exists) or run."""
     found = manifest.read(run.out_dir)
-    if found and found.get("status") == "done" and found.get("hash") == run.hash and (run.out_dir / "metrics.json"
-                                                                                          ).is_file():
+    if finished(run.out_dir, run.hash, found):
         return "done", None
     last = run.out_dir / "checkpoints" / "last.ckpt"
     if last.is_file() and found and found.get("hash") == run.hash:
