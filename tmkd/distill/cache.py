@@ -10,15 +10,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from tmkd.atomic import atomic_file
 
 logger = logging.getLogger(__name__)
 
@@ -110,18 +110,8 @@ class SoftTargetCache:
             # rejects non-serialisable metadata now rather than at load time.
             "meta": json.dumps(meta or {}, sort_keys=True),
         }
-        # Hand-rolled temp-file + os.replace: it is the stdlib atomic-rename idiom, and the dedicated
-        # package (atomicwrites) is archived/unmaintained. Same directory => same filesystem => atomic.
-        fd, tmp_name = tempfile.mkstemp(dir=self.root, prefix=f".{key}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                torch.save(payload, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp_name, path)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
+        with atomic_file(path) as handle:
+            torch.save(payload, handle)
         return path
 
     def get_or_compute(

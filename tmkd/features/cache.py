@@ -42,6 +42,7 @@ from torch import Tensor
 from torch.utils.data import Dataset as TorchDataset
 from transformers import PreTrainedTokenizerBase
 
+from tmkd.atomic import atomic_file
 from tmkd.data.synthetic import cache_root
 from tmkd.data.tasks import TaskSpec
 from tmkd.data.tokenize import SEP, encode_view
@@ -73,16 +74,8 @@ def file_sha256(path: str | Path, chunk: int = 1 << 24) -> str:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as handle:
+        handle.write(data)
 
 
 class FeatureCache:

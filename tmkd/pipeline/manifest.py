@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from tmkd.atomic import atomic_file
 
 MANIFEST = "manifest.json"
 STATUSES = ("running", "done", "failed", "interrupted")
@@ -66,11 +66,8 @@ def read(folder: Path) -> dict[str, Any] | None:
 def write(folder: Path, data: dict[str, Any]) -> None:
     """Atomic write (temp file + rename): a crash never leaves half a manifest behind."""
     folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".manifest.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True, default=str)
-        fh.write("\n")
-    os.replace(tmp, folder / MANIFEST)
+    with atomic_file(folder / MANIFEST) as handle:
+        handle.write((json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode())
 
 
 def update(folder: Path, **changes: Any) -> dict[str, Any]:
