@@ -19,7 +19,34 @@ from tmkd.data.tokenize import view_lengths
 STUDENT = "student"
 
 
-class TaskDataModule(pl.LightningDataModule):
+class SplitsDataModule(pl.LightningDataModule):
+    """What every tmkd datamodule shares: a task's splits, loaded (validated, capped: :func:`load_splits`) once,
+    the batch options, and ``raw`` / ``encoded``, which ``train.run`` counts and reports and from which teachers'
+    soft targets are computed. Subclasses say how rows become batches."""
+
+    def __init__(self, task: TaskSpec, data_dir: str | None = None, batch_size: int = 32, eval_batch_size: int = 64,
+                 max_train_samples: int | None = None, max_eval_samples: int | None = None, num_workers: int = 0,
+                 seed: int = 0) -> None:
+        super().__init__()
+        if batch_size <= 0 or eval_batch_size <= 0:
+            raise ValueError(f"batch sizes must be positive, got {batch_size} and {eval_batch_size}")
+        self.task = task
+        self.data_dir = data_dir
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.max_train_samples = max_train_samples
+        self.max_eval_samples = max_eval_samples
+        self.num_workers = num_workers
+        self.seed = seed
+        self.raw: DatasetDict | None = None
+        self.encoded: dict[str, Dataset] = {}
+
+    def load_raw(self) -> DatasetDict:
+        self.raw = load_splits(self.task, self.data_dir, self.max_train_samples, self.max_eval_samples, self.seed)
+        return self.raw
+
+
+class TaskDataModule(SplitsDataModule):
     """Batches carry ``labels``, ``row_id`` and ``inputs[view]`` for every tokenizer in ``tokenizers``.
 
     Encoding and batching follow the task's kind (:mod:`tmkd.data.kinds`). For QA every split is cut into
@@ -49,24 +76,13 @@ class TaskDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
     ) -> None:
-        super().__init__()
         if not tokenizers:
             raise ValueError("TaskDataModule needs at least one tokenizer")
-        if batch_size <= 0 or eval_batch_size <= 0:
-            raise ValueError(f"batch sizes must be positive, got {batch_size} and {eval_batch_size}")
-        self.task = task
+        super().__init__(task, data_dir, batch_size, eval_batch_size, max_train_samples, max_eval_samples,
+                         num_workers, seed)
         self.tokenizers = dict(tokenizers)
-        self.data_dir = data_dir
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size
         self.max_length = max_length or task.max_length
-        self.max_train_samples = max_train_samples
-        self.max_eval_samples = max_eval_samples
         self.group_by_length = group_by_length
-        self.num_workers = num_workers
-        self.seed = seed
-        self.raw: DatasetDict | None = None
-        self.encoded: dict[str, Dataset] = {}
         self.kind = get_kind(task.kind)
         self.collator = self.kind.collator(self.tokenizers)
 
@@ -77,8 +93,7 @@ class TaskDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.encoded:
             return
-        self.raw = load_splits(self.task, self.data_dir, self.max_train_samples, self.max_eval_samples, self.seed)
-        for split, ds in self.raw.items():
+        for split, ds in self.load_raw().items():
             self.encoded[split] = self.kind.encode(ds, self.tokenizers, self.task, self.max_length, split,
                                                    train=split == self.task.train_split)
 

@@ -10,13 +10,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
-from datasets import Dataset, DatasetDict
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
-from tmkd.data.loading import load_splits
+from tmkd.data.datamodule import SplitsDataModule
 from tmkd.data.sampling import EpochSampler
 from tmkd.data.tasks import TaskSpec
 from tmkd.features import CachedFeatureDataset, FeatureStore
@@ -34,31 +32,20 @@ class FeatureViews(dict[str, PreTrainedTokenizerBase]):
         self.store = store
 
 
-class FeatureDataModule(pl.LightningDataModule):
-    """Raw splits (validated, capped: :func:`load_splits`) turned into cached per-layer features.
+class FeatureDataModule(SplitsDataModule):
+    """Raw splits turned into cached per-layer features.
 
-    ``raw`` and ``encoded`` both hold the raw splits (with ``row_id``): what ``train.run`` counts and reports,
-    and what soft targets of teachers are computed from. :meth:`setup` is idempotent; the adapter factory calls it
-    before ``trainer.fit``, so the feature pass is timed apart from training (``FeatureStore.seconds``).
+    ``raw`` and ``encoded`` both hold the raw splits (with ``row_id``), as :class:`SplitsDataModule` defines them.
+    :meth:`setup` is idempotent; the adapter factory calls it before ``trainer.fit``, so the feature pass is timed
+    apart from training (``FeatureStore.seconds``).
     """
 
     def __init__(self, task: TaskSpec, store: FeatureStore, data_dir: str | None = None, batch_size: int = 32,
                  eval_batch_size: int = 64, max_train_samples: int | None = None,
                  max_eval_samples: int | None = None, num_workers: int = 0, seed: int = 0) -> None:
-        super().__init__()
-        if batch_size <= 0 or eval_batch_size <= 0:
-            raise ValueError(f"batch sizes must be positive, got {batch_size} and {eval_batch_size}")
-        self.task = task
+        super().__init__(task, data_dir, batch_size, eval_batch_size, max_train_samples, max_eval_samples,
+                         num_workers, seed)
         self.store = store
-        self.data_dir = data_dir
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size
-        self.max_train_samples = max_train_samples
-        self.max_eval_samples = max_eval_samples
-        self.num_workers = num_workers
-        self.seed = seed
-        self.raw: DatasetDict | None = None
-        self.encoded: dict[str, Dataset] = {}
         self.features: dict[str, CachedFeatureDataset] = {}
         self.load_seconds = 0.0
 
@@ -66,9 +53,9 @@ class FeatureDataModule(pl.LightningDataModule):
         if self.features:
             return
         started = time.perf_counter()
-        self.raw = load_splits(self.task, self.data_dir, self.max_train_samples, self.max_eval_samples, self.seed)
+        raw = self.load_raw()
         self.load_seconds = time.perf_counter() - started
-        for split, ds in self.raw.items():
+        for split, ds in raw.items():
             self.encoded[split] = ds
             self.features[split] = self.store.dataset(ds, split)
 
