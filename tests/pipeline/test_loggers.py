@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from omegaconf import OmegaConf
 
@@ -54,3 +56,34 @@ def test_none_and_csv_and_bad_kind(tmp_path):
     assert type(csv).__name__ == "CSVLogger"
     with pytest.raises(ValueError, match=r"unknown logger kind 'tensorboard'; valid: \['wandb', 'csv', 'none'\]"):
         build_loggers(OmegaConf.create({"kind": "tensorboard"}), tmp_path, "r", {})
+
+
+def test_a_resumed_run_keeps_its_csv_log(tmp_path):
+    """Lightning's CSVLogger deletes the metrics.csv it opens: a resumed run logs next to it instead."""
+    cfg = OmegaConf.create({"kind": "csv"})
+    (first,) = build_loggers(cfg, tmp_path, "r", {})
+    first.log_metrics({"loss": 1.0}, step=0)
+    first.save()
+    before = (tmp_path / "csv" / "metrics.csv").read_text()
+    (again,) = build_loggers(cfg, tmp_path, "r", {}, resume=True)
+    again.log_metrics({"loss": 0.5}, step=1)
+    again.save()
+    assert (tmp_path / "csv" / "metrics.csv").read_text() == before
+    assert "0.5" in (tmp_path / "csv" / "resume-1" / "metrics.csv").read_text()
+    (fresh,) = build_loggers(cfg, tmp_path / "other", "r", {}, resume=True)  # nothing logged yet: the usual place
+    assert Path(fresh.log_dir) == tmp_path / "other" / "csv"
+
+
+def test_a_resumed_run_continues_its_wandb_run(no_wandb_key, tmp_path):
+    cfg = OmegaConf.create({"kind": "wandb", "offline": True})
+    out = tmp_path / "run"
+    (first,) = build_loggers(cfg, out, "r", {"a": 1})
+    run_id = first.experiment.id
+    first.experiment.finish()
+    assert (out / "wandb_id").read_text() == run_id
+    (resumed,) = build_loggers(cfg, out, "r", {"a": 1}, resume=True)
+    assert resumed.experiment.id == run_id
+    resumed.experiment.finish()
+    (fresh,) = build_loggers(cfg, out, "r", {"a": 1})  # not a resume: a new W&B run
+    assert fresh.experiment.id != run_id
+    fresh.experiment.finish()

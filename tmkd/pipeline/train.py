@@ -69,7 +69,7 @@ def run(cfg: DictConfig, ckpt_path: str | Path | None = None) -> dict[str, Any]:
     # last.ckpt (full state, every epoch) is what an interrupted run resumes from; best.ckpt is what it keeps.
     checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor=main_key, mode="max",
                                  save_top_k=1, save_last=True, save_weights_only=cfg.checkpoint.save_weights_only)
-    loggers = build_loggers(cfg.logger, out, cfg.run_name, plain(cfg))
+    loggers = build_loggers(cfg.logger, out, cfg.run_name, plain(cfg), resume=ckpt_path is not None)
     callbacks: list[pl.Callback] = [checkpoint, EpochSeed(cfg.seed)]
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
