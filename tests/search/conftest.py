@@ -66,12 +66,15 @@ def subprocess_env(checkpoints: Path, **extra: str) -> dict[str, str]:
 
 
 def validation_log_names(task_name: str) -> set[str]:
-    """The metric names ClassifierModule logs at the end of a validation epoch for ``task_name``.
+    """The metric names the fine-tune module logs at the end of a validation epoch for ``task_name``.
 
-    Taken from the module itself (its ``log`` calls are recorded), not from a copy of its naming rules.
+    Taken from the module itself (its ``log`` calls are recorded), not from a copy of its naming rules. A QA task
+    is validated on a few rows of its synthetic twin (same kind and version, so the same names: the real data is
+    not needed), through the real validation steps, as post-processing needs the windows and the questions.
     """
     import torch
 
+    from tmkd.data.datamodule import TaskDataModule
     from tmkd.data.tasks import get_task
     from tmkd.models.build import ModelSpec, build_classifier
     from tmkd.modules.base import FineTuneModule
@@ -79,11 +82,24 @@ def validation_log_names(task_name: str) -> set[str]:
     task = get_task(task_name)
     tiny = {"hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 1, "intermediate_size": 8,
             "max_position_embeddings": 16}
-    module = FineTuneModule(build_classifier(ModelSpec(tiny=tiny), task)[0], task)
     names: list[str] = []
-    module.log = lambda name, *args, **kwargs: names.append(name)  # type: ignore[method-assign]
-    module._trainer = SimpleNamespace(sanity_checking=False, datamodule=None)
-    for evaluator in module.val_metrics:  # one batch of two rows, as validation_step hands it over
-        evaluator.update(torch.eye(task.num_labels)[:2], {"labels": torch.tensor([0, 1])})
+    if task.kind == "qa":
+        twin = get_task("synth_qa_v2" if task.version_2 else "synth_qa")
+        model, tokenizer = build_classifier(ModelSpec(tiny={**tiny, "max_position_embeddings": twin.max_length}),
+                                            twin)
+        module = FineTuneModule(model, twin)
+        datamodule = TaskDataModule(twin, {"student": tokenizer}, max_train_samples=4, max_eval_samples=4)
+        datamodule.setup()
+        module.log = lambda name, *args, **kwargs: names.append(name)  # type: ignore[method-assign]
+        module._trainer = SimpleNamespace(sanity_checking=False, datamodule=datamodule)
+        with torch.no_grad():
+            for batch in datamodule.val_dataloader()[0]:
+                module.validation_step(batch, 0)
+    else:
+        module = FineTuneModule(build_classifier(ModelSpec(tiny=tiny), task)[0], task)
+        module.log = lambda name, *args, **kwargs: names.append(name)  # type: ignore[method-assign]
+        module._trainer = SimpleNamespace(sanity_checking=False, datamodule=None)
+        for evaluator in module.val_metrics:  # one batch of two rows, as validation_step hands it over
+            evaluator.update(torch.eye(task.num_labels)[:2], {"labels": torch.tensor([0, 1])})
     module.on_validation_epoch_end()
     return set(names)
