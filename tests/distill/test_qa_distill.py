@@ -145,3 +145,17 @@ def test_quick_qa_plan_end_to_end_with_a_cross_tokenizer_teacher_and_the_export_
         import transformers
 
         transformers.pipeline("question-answering", model=str(main / "hf"))
+
+
+def test_question_answerer_uses_the_evaluation_windows():
+    """The answerer cuts a long context into the windows the run was scored with (max_length / doc_stride)."""
+    from tmkd.data.synthetic_qa import generate_qa
+    from tmkd.models.build import ModelSpec, build_model
+    from tmkd.models.qa_answer import QuestionAnswerer
+
+    task = get_task("synth_qa")
+    model, tok = build_model(ModelSpec(tiny={"max_position_embeddings": 64}), task)
+    ask = QuestionAnswerer(model, tokenizer=tok, max_length=48, doc_stride=24)
+    assert (ask.max_length, ask.doc_stride) == (48, 24)
+    row = generate_qa(1, seed=0)[0]
+    assert ask(question=row["question"], context=" ".join([row["context"]] * 4))["answer"] != ""

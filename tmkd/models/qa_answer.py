@@ -28,7 +28,9 @@ class QuestionAnswerer:
                       else model).eval()
         self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(model)  # type: ignore[arg-type]
         self.max_length = min(max_length, int(self.tokenizer.model_max_length))
-        self.doc_stride = min(doc_stride, self.max_length // 4)
+        # the windows the run was scored with; only a model that embeds fewer positions than asked gets a stride
+        # scaled to its length (else the windows could not advance)
+        self.doc_stride = doc_stride if self.max_length == max_length else min(doc_stride, self.max_length // 4)
         self.n_best, self.max_answer_length, self.null_threshold = n_best, max_answer_length, null_threshold
 
     @torch.inference_mode()
