@@ -159,3 +159,40 @@ def test_question_answerer_uses_the_evaluation_windows():
     assert (ask.max_length, ask.doc_stride) == (48, 24)
     row = generate_qa(1, seed=0)[0]
     assert ask(question=row["question"], context=" ".join([row["context"]] * 4))["answer"] != ""
+
+
+def test_many_to_many_on_spans_trains_one_head_per_teacher_and_exports_their_mean(tmp_path):
+    """m-o-m on QA: each ``qa_outputs`` copy learns one teacher's start/end distributions; the export is one
+    ``qa_outputs`` whose start/end logits equal the mean of the heads' (what the module predicted)."""
+    import pytorch_lightning as pl
+
+    from tmkd.models.build import ModelSpec, build_model
+    from tmkd.modules import OptimConfig
+    from tmkd.modules.distill import DistillConfig, ManyToManyModule
+
+    pl.seed_everything(0)
+    task = get_task("synth_qa", synthetic={"n_train": 64, "n_eval": 16, "context_words": 40}, max_length=32,
+                    doc_stride=8)
+    student, tok = build_model(ModelSpec(tiny={"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                               "intermediate_size": 64, "max_position_embeddings": 64}), task)
+    ensemble = TeacherEnsemble([Teacher("a", _qa_teacher(tok, 0), tok), Teacher("b", _qa_teacher(tok, 1), tok)],
+                               task)
+    module = ManyToManyModule(student, task, OptimConfig(lr=5e-3, warmup_ratio=0.0), ensemble,
+                              DistillConfig(alpha=1.0, cache_dir=str(tmp_path / "cache")))
+    dm = TaskDataModule(task, {STUDENT: tok}, batch_size=16)
+    pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+               enable_model_summary=False, num_sanity_val_steps=0).fit(module, datamodule=dm)
+    assert len(module.heads) == 2
+    assert not torch.allclose(module.heads[0].weight, module.heads[1].weight)  # each followed its own teacher
+    module.eval()
+    batch = next(iter(dm.val_dataloader()[0]))
+    inputs = batch["inputs"][STUDENT]
+    with torch.no_grad():
+        predicted = module.predict_logits(inputs)  # [B, 2, S]: start and end
+        exported = module.export_model()
+        exported.save_pretrained(tmp_path / "export")
+        reloaded = BertForQuestionAnswering.from_pretrained(tmp_path / "export").eval()
+        out = reloaded(**inputs)
+    mask = inputs["attention_mask"].bool()
+    for i, logits in enumerate((out.start_logits, out.end_logits)):
+        torch.testing.assert_close(logits[mask], predicted[:, i][mask], atol=1e-5, rtol=1e-5)
