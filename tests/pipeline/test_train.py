@@ -145,3 +145,31 @@ def test_finetune_on_local_rte_parquet(compose_cfg, tmp_path):
     exported = transformers.AutoConfig.from_pretrained(out / "hf")
     assert exported.id2label == {0: "entailment", 1: "not_entailment"}
     assert exported.num_hidden_layers == 2  # the tiny model, not the experiment's MiniLM
+
+
+@pytest.mark.parametrize("experiment", ["finetune_quick", "finetune_quick_qa_v2"])
+def test_a_best_last_epoch_is_not_validated_twice(compose_cfg, tmp_path, monkeypatch, experiment):
+    """When the best checkpoint is the model validated last (here: one epoch), its scores and QA files are those of
+    that validation: no second dev pass, and the same numbers a fresh validation of best.ckpt gives."""
+    import pytorch_lightning as pl
+
+    from tmkd.pipeline.factory import build_datamodule, build_module, build_task
+
+    passes = []
+    validate = pl.Trainer.validate
+    monkeypatch.setattr(pl.Trainer, "validate", lambda self, *a, **k: passes.append(1) or validate(self, *a, **k))
+    out = tmp_path / "run"
+    cfg = compose_cfg([f"experiment={experiment}", "logger=none", *SHORT], output_dir=out)
+    metrics = run(cfg)
+    assert passes == []
+    assert {"val/f1", "val/exact"} <= set(metrics["best"]) if "qa" in experiment else "val/accuracy" in metrics["best"]
+
+    task = build_task(cfg)  # the check: validate best.ckpt in a fresh module
+    module, tokenizers = build_module(cfg, task)
+    state = torch.load(out / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    module.load_state_dict(state["state_dict"])
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    (fresh,) = validate(trainer, module, datamodule=build_datamodule(cfg, task, tokenizers), verbose=False)
+    assert metrics["best"] == pytest.approx({k: v for k, v in fresh.items() if "_best" not in k}, abs=1e-5)
+    if "qa" in experiment:
+        assert json.loads((out / "predictions.json").read_text()) == module.eval_outputs()["predictions.json"]

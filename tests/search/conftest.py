@@ -91,14 +91,14 @@ def validation_log_names(task_name: str) -> set[str]:
         datamodule = TaskDataModule(twin, {"student": tokenizer}, max_train_samples=4, max_eval_samples=4)
         datamodule.setup()
         module.log = lambda name, *args, **kwargs: names.append(name)  # type: ignore[method-assign]
-        module._trainer = SimpleNamespace(sanity_checking=False, datamodule=datamodule)
+        module._trainer = SimpleNamespace(sanity_checking=False, datamodule=datamodule, global_step=0)
         with torch.no_grad():
             for batch in datamodule.val_dataloader()[0]:
                 module.validation_step(batch, 0)
     else:
         module = FineTuneModule(build_classifier(ModelSpec(tiny=tiny), task)[0], task)
         module.log = lambda name, *args, **kwargs: names.append(name)  # type: ignore[method-assign]
-        module._trainer = SimpleNamespace(sanity_checking=False, datamodule=None)
+        module._trainer = SimpleNamespace(sanity_checking=False, datamodule=None, global_step=0)
         for evaluator in module.val_metrics:  # one batch of two rows, as validation_step hands it over
             evaluator.update(torch.eye(task.num_labels)[:2], {"labels": torch.tensor([0, 1])})
     module.on_validation_epoch_end()

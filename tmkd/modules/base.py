@@ -51,6 +51,10 @@ class ClassifierModule(pl.LightningModule):
         self.kind = get_kind(task.kind)
         self.val_metrics = nn.ModuleList([self.kind.evaluator(task) for _ in task.eval_splits])
         self.best: dict[str, float] = {}
+        # what the last validation epoch logged (``_best`` keys aside) and at which step: when that step's model is
+        # the best checkpoint, ``train.run`` reports these scores instead of validating the same weights again
+        self.last_scores: dict[str, float] = {}
+        self.last_scores_step = -1
 
     # --- what subclasses change -------------------------------------------------------------
     def training_loss(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
@@ -99,11 +103,19 @@ class ClassifierModule(pl.LightningModule):
             for name, value in evaluator.compute(datamodule, split).items():
                 key = f"{prefix}/{name}"
                 value = float(value)
-                self.log(key, value, prog_bar=prefix == "val")
+                self.log_score(key, value, prog_bar=prefix == "val")
                 if not self.trainer.sanity_checking and not name.endswith("_thresh"):
                     self.best[key] = max(self.best.get(key, float("-inf")), value)
                     self.log(f"{key}_best", self.best[key])
             evaluator.reset()
+
+    def log_score(self, key: str, value: float, **kwargs: Any) -> None:
+        """``log`` a validation score and remember it in ``last_scores`` (see ``__init__``)."""
+        self.log(key, value, **kwargs)
+        if not self.trainer.sanity_checking:
+            if self.last_scores_step != self.global_step:
+                self.last_scores, self.last_scores_step = {}, self.global_step
+            self.last_scores[key] = value
 
     def configure_optimizers(self) -> Any:
         decay, no_decay = [], []

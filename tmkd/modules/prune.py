@@ -178,11 +178,12 @@ class PruneModule(ManyToOneModule):
             for split, evaluator in zip(self.task.eval_splits, self.val_metrics, strict=True):
                 prefix = self.task.split_prefix(split)
                 for name, value in evaluator.compute(datamodule, split).items():
-                    self.log(f"pruning/{prefix}/{name}", float(value))
+                    self.log_score(f"pruning/{prefix}/{name}", float(value))
                 evaluator.reset()
-            self.log(f"val/{self.task.main_metric}", float("nan"), prog_bar=True)  # as the base logs it
+            self.log_score(f"val/{self.task.main_metric}", float("nan"), prog_bar=True)  # as the base logs it
         if self.pruner.attached:
-            self.log_dict(self.pruner.density_report().flat("prune/"))
+            for key, value in self.pruner.density_report().flat("prune/").items():
+                self.log_score(key, float(value))
 
     # --- checkpoints -------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

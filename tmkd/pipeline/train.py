@@ -86,8 +86,13 @@ def run(cfg: DictConfig, ckpt_path: str | Path | None = None) -> dict[str, Any]:
         raise RuntimeError(f"no checkpoint was written (was {main_key} ever logged?); see {out}")
     state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=not trusted)
     module.load_state_dict(state["state_dict"])
-    results = trainer.validate(module, datamodule=datamodule, verbose=False)
-    evaluated = {k: float(v) for r in results for k, v in r.items() if "_best" not in k}
+    if state.get("global_step") == trainer.global_step == module.last_scores_step:
+        # the best checkpoint is the model validated last, after its final step: same weights, same scores and
+        # evaluator outputs, so a second pass over the dev set (minutes on SQuAD) would only repeat them
+        evaluated = dict(module.last_scores)
+    else:
+        results = trainer.validate(module, datamodule=datamodule, verbose=False)
+        evaluated = {k: float(v) for r in results for k, v in r.items() if "_best" not in k}
 
     metrics: dict[str, Any] = {
         "experiment": cfg.experiment_name, "run_name": cfg.run_name, "method": cfg.method, "task": task.name,
