@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Issue 9, deployable students: CPU latency (1 thread) of the QNLI teacher (MiniLM-L6, finetune_qnli seed 42) and the
 # QNLI student (3-layer, stage 2 of m_o_1_mnli_qnli) in PyTorch and ONNX Runtime, batch 1 and 32, with the ONNX
-# parity check. Waits for real_runs_squad.sh, so nothing else runs on the 2 cores meanwhile.
+# parity check. Waits for real_runs_squad.sh and real_runs_squad_b.sh, so nothing else runs on the 2 cores meanwhile.
 cd /work/main; . .venv/bin/activate
 export PYTHONPATH=/tmp/snap5 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
-while pgrep -f real_runs_squad.sh > /dev/null; do sleep 15; done
+while pgrep -f "real_runs_squad" > /dev/null; do sleep 15; done
 echo "start $(date)"
 python -P -m tmkd.bench.latency checkpoints/runs/finetune_qnli/qnli_minilm_s42-de0177db \
   checkpoints/runs/m_o_1_qnli/stage2-983fd2da --task qnli --data-dir ../shared/data --threads 1 --rows 256 \

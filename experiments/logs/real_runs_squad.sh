@@ -11,3 +11,5 @@ python -P -m tmkd.run experiment=finetune_squad_v2 model=minilm_l6 seed=42 $C re
 python -P -m tmkd.run experiment=finetune_squad_v2 model=minilm_l3 $C report.latency=false > /tmp/sq_student_nokd.log 2>&1; echo "student no-KD rc=$? $(date)"
 python -P -m tmkd.run experiment=kd_squad_v2 $C > /tmp/sq_kd.log 2>&1; echo "kd 1-o-1 rc=$? $(date)"
 python -P -m tmkd.run experiment=m_o_1_squad_v2 teachers=squad_v2_minilm $C > /tmp/sq_m_o_1.log 2>&1; echo "m-o-1 rc=$? $(date)"
+# What ran: the lines above up to kd 1-o-1 ran from /tmp/snap5 (commit 2d61afb). Teacher s7 and m-o-1 ran from
+# /tmp/snap6 (real_runs_squad_b.sh), whose runs skip the second dev pass of a best-is-last run (same scores).
