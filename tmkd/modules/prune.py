@@ -210,8 +210,9 @@ class PruneModule(ManyToOneModule):
     def extra_metrics(self) -> dict[str, Any]:
         """Distillation facts plus the pruning report; also writes it to the run folder (rank 0) and to W&B.
 
-        Called by ``tmkd.pipeline.train.run`` after the best checkpoint was re-validated, which is why the report
-        is made here: the dev metric in ``trainer.callback_metrics`` is then the exported model's.
+        Called by ``tmkd.pipeline.train.run`` once the best checkpoint is loaded and was the last model validated
+        (re-validated, or validated last in training), which is why the report is made here: the dev metric in
+        ``trainer.callback_metrics`` is then the exported model's.
         """
         facts = super().extra_metrics()
         if self.report is None:
