@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Issue 9, deployable students: CPU latency (1 thread) of the QNLI teacher (MiniLM-L6, finetune_qnli seed 42) and the
 # QNLI student (3-layer, stage 2 of m_o_1_mnli_qnli) in PyTorch and ONNX Runtime, batch 1 and 32, with the ONNX
-# parity check. Waits for real_runs_squad.sh and real_runs_squad_b.sh, so nothing else runs on the 2 cores meanwhile.
+# parity check. Meant to wait for the SQuAD queue; it started early (in a gap while that queue was restarted) and
+# overlapped a training run, so the table in experiments/results/latency_qnli.md comes from the same command run by
+# hand at 03:45 on an idle machine.
 cd /work/main; . .venv/bin/activate
 export PYTHONPATH=/tmp/snap5 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 while pgrep -f "real_runs_squad" > /dev/null; do sleep 15; done
