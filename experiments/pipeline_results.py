@@ -46,7 +46,8 @@ def main(folders: list[str]) -> str:
             envs.append(next(iter(report["latency"].values()))["env"])
     if envs:
         env = envs[0]
-        lines += ["", f"Latency: {env.get('rows')} dev texts, {env.get('threads')} thread(s), torch {env.get('torch')}, "
+        lines += ["", f"Latency: {env.get('rows')} dev texts, {env.get('threads')} thread(s), "
+                      f"torch {env.get('torch')}, "
                       f"{env.get('cpu')} ({env.get('cpus')} usable CPUs), dynamic padding, median ms per batch."]
     return "\n".join(lines) + "\n"
 
