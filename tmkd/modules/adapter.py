@@ -231,12 +231,8 @@ class AdapterModule(ClassifierModule):
 
     def extra_metrics(self) -> dict[str, Any]:
         store = self.store
-        mix = self.model.layer_weights()
         metrics: dict[str, Any] = {
-            "adapter": {"encoder": self.encoder_name, "layers": list(self.model.config.layers),
-                        "pooling": self.model.config.pooling, "trainable_params":
-                            sum(p.numel() for p in self.model.parameters() if p.requires_grad),
-                        "layer_weights": None if mix is None else [round(float(w), 4) for w in mix.detach()]},
+            "adapter": adapter_facts(self.model, self.encoder_name, pooling=self.model.config.pooling),
             "feature_seconds": round(store.seconds, 2),
             "encoder_forward_batches": store.encoder.forward_batches,
             "feature_cache": {"hits": store.hits, "misses": store.misses},
@@ -285,17 +281,22 @@ class SpanAdapterModule(FineTuneModule):
         return self.model.model.encoder
 
     def extra_metrics(self) -> dict[str, Any]:
-        mix = self.adapter.layer_weights()
         return {
-            "adapter": {"encoder": self.encoder_name, "kind": "spans", "layers": list(self.adapter.config.layers),
-                        "trainable_params": sum(p.numel() for p in self.parameters() if p.requires_grad),
-                        "layer_weights": None if mix is None else [round(float(w), 4) for w in mix.detach()]},
+            "adapter": adapter_facts(self.adapter, self.encoder_name, kind="spans"),
             "encoder_forward_batches": self.encoder.forward_batches,
         }
 
     def export_model(self) -> AdapterExport:  # type: ignore[override]
         return AdapterExport(self.adapter, self.encoder_name, self.encoder_fingerprint, self.tokenizer, {},
                              self.max_length)
+
+
+def adapter_facts(adapter: HiddenStateAdapter, encoder_name: str, **extra: Any) -> dict[str, Any]:
+    """metrics.json's ``adapter`` entry: the frozen encoder, the layers read, the trainable size, the learned mix."""
+    mix = adapter.layer_weights()
+    return {"encoder": encoder_name, **extra, "layers": list(adapter.config.layers),
+            "trainable_params": sum(p.numel() for p in adapter.parameters() if p.requires_grad),
+            "layer_weights": None if mix is None else [round(float(w), 4) for w in mix.detach()]}
 
 
 # --- building (called by tmkd.pipeline.factory.build_module) --------------------------------------------------------
