@@ -38,6 +38,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from tmkd.environment import cpu_model, usable_cpus
+
 Batch = Mapping[str, Any]
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
@@ -45,23 +47,6 @@ PROG = "tmkd.bench.latency"
 
 
 # --- environment -------------------------------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    """The CPU's marketing name (``/proc/cpuinfo``), else what ``platform`` knows."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine() or "unknown CPU"
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (affinity / container limits), not the host's count."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 def environment(threads: int, backend: str = "torch") -> dict[str, Any]:

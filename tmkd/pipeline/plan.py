@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tmkd.environment import environment, version_changes
 from tmkd.pipeline import manifest
 from tmkd.pipeline.compose import compose_run, dedupe, override_key, trainer_params
 
@@ -87,9 +88,13 @@ class Plan:
     def describe(self) -> str:
         """The plan as a table: each run, what it is, where it goes and whether it is done, to resume or to run."""
         rows = [("run", "kind", "status", "needs", "folder")]
+        current = environment() if any(r.status == "done" for r in self.selected()) else {}
         for r in self.selected():
             status = {"done": "done (reused)", "resume": f"resume ({r.resume_from.name})" if r.resume_from else
                       "resume", "run": "to run"}[r.status]
+            if r.status == "done":  # reuse follows the config hash; say when the software under it has changed
+                changes = version_changes((manifest.read(r.out_dir) or {}).get("environment"), current)
+                status += f" [made with other versions: {'; '.join(changes)}]" if changes else ""
             rows.append((r.name, f"{r.kind}: {r.experiment}", status, ",".join(r.needs) or "-", str(r.out_dir)))
         widths = [max(len(row[i]) for row in rows) for i in range(4)]
         lines = [f"Plan for experiment {self.experiment!r}" + (f" (only {self.only!r} and what it needs)"

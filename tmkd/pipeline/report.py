@@ -13,7 +13,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from tmkd.environment import summary as env_summary
 from tmkd.models.build import HF_EXPORT
+from tmkd.pipeline import manifest
 from tmkd.pipeline.export import write_json
 from tmkd.pipeline.plan import Plan, Run
 
@@ -55,6 +57,7 @@ def collect_rows(plan: Plan, results: dict[str, dict[str, Any]]) -> list[dict[st
             "params": metrics.get("params"), "size_mb": round(folder_bytes(export) / 2**20, 2) if export.is_dir()
             else None, "folder": str(run.out_dir), "final": run.name == plan.final, "data": metrics.get("data"),
             "teachers": sorted(metrics.get("teachers") or {}),
+            "environment": (manifest.read(run.out_dir) or {}).get("environment"),
         })
     return rows
 
@@ -132,10 +135,21 @@ def markdown(plan: Plan, rows: list[dict[str, Any]], latency: dict[str, Any], pn
     data = final.get("data") or {}
     lines += ["", f"Student data: {data.get('source', '?')}, rows {data.get('rows', '?')}, caps: train "
                   f"{data.get('max_train_samples')}, eval {data.get('max_eval_samples')}."]
+    lines += ["", *environment_lines(rows)]
     if png is not None:
         lines += ["", f"![dev metric against latency]({png.name})"]
     lines += ["", "Runs: " + ", ".join(f"`{r['name']}` -> {r['folder']}" for r in rows), ""]
     return "\n".join(lines)
+
+
+def environment_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Which software and device made each run: one line when all agree, else one per environment."""
+    groups: dict[str, list[str]] = {}
+    for r in rows:
+        groups.setdefault(env_summary(r.get("environment")), []).append(r["name"])
+    if len(groups) == 1:
+        return [f"Environment of every run: {next(iter(groups))}."]
+    return ["Environments:", *(f"- {', '.join(names)}: {line}" for line, names in groups.items())]
 
 
 def _ms(latency: dict[str, Any], name: str, batch: int) -> float | None:
@@ -172,6 +186,7 @@ def model_card(plan: Plan, rows: list[dict[str, Any]], latency: dict[str, Any]) 
     body += ["", "## Dev metrics of this model", "", "```json", json.dumps(final["best"], indent=2, sort_keys=True),
              "```", "", "Task: " + str(task_cfg.get("name")) + ". Train splits marked as capped or subsets above "
              "are partial: compare with other runs on the same data, not with full-data results.", "",
+             "## Environment", "", *environment_lines(rows), "",
              "```python", *(["# transformers 5 has no question-answering pipeline; tmkd's answerer decodes spans",
                              "from tmkd.models.qa_answer import QuestionAnswerer",
                              "qa = QuestionAnswerer('PATH')"] if spans else

@@ -23,6 +23,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from tmkd.environment import environment
 from tmkd.pipeline import manifest
 from tmkd.pipeline.export import write_json
 from tmkd.pipeline.plan import Plan, Run, status_of
@@ -88,10 +89,16 @@ def execute(run: Run) -> dict[str, Any]:
     """Train one run into its folder, keeping its manifest current; returns its metrics."""
     run.out_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(OmegaConf.create(run.config), run.out_dir / "config.yaml")
+    env = environment(run.config.get("threads"), (run.config.get("trainer") or {}).get("accelerator"))
+    previous = (manifest.read(run.out_dir) or {}) if run.resume_from else {}
+    # a resumed run keeps the environments of its earlier parts: its epochs may come from other versions
+    earlier = [*previous.get("earlier_environments", []), *([previous["environment"]] if previous.get("environment")
+                                                           and previous["environment"] != env else [])]
     manifest.write(run.out_dir, {
         "name": run.name, "kind": run.kind, "experiment": run.experiment, "hash": run.hash, "status": "running",
         "started_at": manifest.now(), "resumed_from": str(run.resume_from) if run.resume_from else None,
         "needs": run.needs, "overrides": run.overrides, "identity": manifest.identity(run.config),
+        "environment": env, **({"earlier_environments": earlier} if earlier else {}),
     })
     log.info("run %s (%s) -> %s%s", run.name, run.kind, run.out_dir,
              f", resuming from {run.resume_from}" if run.resume_from else "")

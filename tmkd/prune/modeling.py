@@ -103,11 +103,14 @@ class TmkdPrunedBertSelfAttention(BertSelfAttention):
         self.is_causal = False
         self.layer_idx = layer_idx
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                past_key_values: Any = None, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, hidden_states: torch.Tensor, *args: Any,
+                **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+        # Everything but ``hidden_states`` passes through untouched: BertSelfAttention's other parameters are private
+        # to transformers and have changed name and order between releases (5.25 renamed ``past_key_values`` to
+        # ``cache``), so naming or re-ordering them here breaks the next release.
         if self.num_attention_heads == 0:  # nothing to attend with: an empty context, the output dense adds its bias
             return hidden_states.new_zeros(*hidden_states.shape[:-1], 0), None
-        return super().forward(hidden_states, attention_mask, past_key_values, **kwargs)
+        return super().forward(hidden_states, *args, **kwargs)
 
 
 class TmkdPrunedBertSelfOutput(BertSelfOutput):
