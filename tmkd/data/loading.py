@@ -50,6 +50,13 @@ def _local_file(folder: Path, split: str) -> Path:
     )
 
 
+def local_split_files(task: TaskSpec, root: Path) -> dict[str, Path]:
+    """The file each split of ``task`` is read from under the data folder ``root`` (what :func:`load_splits`
+    reads; a run's identity fingerprints exactly these)."""
+    folder = root / (task.local_path or task.name)
+    return {split: _local_file(folder, split) for split in (task.train_split, *task.eval_splits)}
+
+
 def _has_no_rows(path: Path) -> bool:
     """Whether a file that ``datasets`` failed on is merely empty (its builders fail on empty files)."""
     try:

@@ -24,7 +24,6 @@ per batch per epoch and store nothing; pooled classification features, 384x smal
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -50,6 +49,7 @@ from tmkd.distill.cache import cache_key
 from tmkd.distill.ensemble import tokenizer_fingerprint
 from tmkd.distill.targets import split_fingerprint
 from tmkd.features.encoder import POOLINGS, FrozenEncoder
+from tmkd.fingerprint import file_sha256  # shared with the run identity (tmkd.pipeline.identity)
 
 logger = logging.getLogger(__name__)
 
@@ -62,15 +62,6 @@ _VIEW = "encoder"  # column prefix of the tokenised split (tmkd.data.tokenize vi
 def default_feature_dir() -> Path:
     """``$TMKD_CACHE_DIR/features`` (default ``~/.cache/tmkd/features``), next to the synthetic data."""
     return cache_root() / "features"
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 24) -> str:
-    """sha256 of a file, streamed (feature files can be gigabytes)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

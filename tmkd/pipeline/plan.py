@@ -13,9 +13,10 @@ Overrides given on the command line reach runs as follows:
   its config, group choices too: ``teachers.qnli_s7.model=mpnet_base``; ``stages.stage2.init_from=PATH``);
 - any other override reaches the final stage (the experiment's student), e.g. ``aggregator=confidence``.
 
-A run's folder is ``<paths.checkpoints>/runs/<experiment>/<name>-<hash8>``: the hash covers the config that
-determines its result (:mod:`tmkd.pipeline.manifest`) and the hashes of the runs it starts from, so a changed
-config gets its own folder (nothing is overwritten) and whatever depends on it is run again.
+A run's folder is ``<paths.checkpoints>/runs/<experiment>/<name>-<hash8>``: the hash covers its identity
+(:mod:`tmkd.pipeline.identity`: the config that determines its result, the content of the data and models it reads
+and the hashes of the runs it starts from), so a changed config gets its own folder (nothing is overwritten) and
+whatever depends on it is run again. A finished run with the same identity is reused from any experiment's folder.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 from tmkd.environment import environment, version_changes
 from tmkd.pipeline import manifest
 from tmkd.pipeline.compose import compose_run, dedupe, override_key, trainer_params
+from tmkd.pipeline.identity import IdentityError, run_identity
 
 MAIN = "main"
 GLOBAL_ROOTS = ("seed", "data", "trainer", "logger", "paths", "checkpoint")
@@ -56,6 +58,7 @@ class Run:
     status: str = "run"  # "done" | "resume" | "run"
     resume_from: Path | None = None
     init_note: str = ""
+    identity: dict[str, Any] | None = None  # the hashed payload (tmkd.pipeline.identity), kept in the manifest
 
     @property
     def short_hash(self) -> str:
@@ -90,7 +93,8 @@ class Plan:
         rows = [("run", "kind", "status", "needs", "folder")]
         current = environment() if any(r.status == "done" for r in self.selected()) else {}
         for r in self.selected():
-            status = {"done": "done (reused)", "resume": f"resume ({r.resume_from.name})" if r.resume_from else
+            status = {"done": f"done (reused from {r.out_dir.parent.name}/)" if r.out_dir.parent.name != r.experiment
+                      else "done (reused)", "resume": f"resume ({r.resume_from.name})" if r.resume_from else
                       "resume", "run": "to run"}[r.status]
             if r.status == "done":  # reuse follows the config hash; say when the software under it has changed
                 changes = version_changes((manifest.read(r.out_dir) or {}).get("environment"), current)
@@ -205,7 +209,7 @@ class Planner:
             if init_from in self.runs and self.runs[init_from].kind == "stage":
                 source = self.runs[init_from]
                 needs.append(init_from)
-                upstream[str(source.out_dir)] = f"run:{source.name}@{source.hash}"
+                upstream[str(source.out_dir)] = source.hash
                 path = str(source.out_dir)
                 note = f"initialised from stage {init_from!r}"
             elif init_from in earlier or init_from == name:
@@ -272,27 +276,29 @@ class Planner:
                 needs.append(teacher.name)
                 spec.pop("run")
                 spec["name_or_path"] = str(teacher.out_dir)
-                upstream[str(teacher.out_dir)] = f"run:{teacher.name}@{teacher.hash}"
+                upstream[str(teacher.out_dir)] = teacher.hash
             resolved_teachers.append(spec)
         if teachers:
             config["distill"]["teachers"] = resolved_teachers
             config["distill"]["use_teachers"] = None
-        ident = manifest.identity(config)
-        if not distills:
-            ident.pop("distill", None)  # a fine-tune's result does not depend on distillation settings
-        digest = manifest.config_hash(_replace_paths(ident, upstream))
-        runs_dir = self.checkpoints / "runs" / experiment
-        twin = next((r for r in self.runs.values() if r.hash == digest and r.experiment == experiment), None)
-        # The same run under another name (a teacher that is also a stage, or a run another experiment calls
-        # differently): one folder, so it trains once.
-        out_dir = twin.out_dir if twin is not None else done_twin(runs_dir, digest) or runs_dir / f"{name}-{digest[:8]}"
+        try:
+            ident = run_identity(config, upstream, distills)
+        except IdentityError as err:
+            raise PlanError(f"{kind} {name!r}: {err}") from err
+        digest = manifest.config_hash(ident)
+        runs_root = self.checkpoints / "runs"
+        twin = next((r for r in self.runs.values() if r.hash == digest), None)
+        # The same run under another name or experiment (a teacher that is also a stage, a baseline another
+        # experiment calls differently): one folder, so it trains once.
+        out_dir = twin.out_dir if twin is not None else (done_twin(runs_root, experiment, digest)
+                                                         or runs_root / experiment / f"{name}-{digest[:8]}")
         config["paths"]["output_dir"] = str(out_dir)
         config["run_name"] = name
         config["experiment_name"] = experiment
         if isinstance(config.get("logger"), dict) and "group" in config["logger"]:
             config["logger"]["group"] = self.experiment
             config["logger"]["job_type"] = f"{kind}:{name}"
-        run = Run(name, kind, experiment, overrides, config, digest, out_dir, needs, init_note=note)
+        run = Run(name, kind, experiment, overrides, config, digest, out_dir, needs, init_note=note, identity=ident)
         run.status, run.resume_from = status_of(run)
         return run
 
@@ -307,15 +313,6 @@ def _select(teachers: list[dict[str, Any]], names: list[str] | None, run: str) -
     return [by_name[n] for n in names]
 
 
-def _replace_paths(ident: Any, upstream: dict[str, str]) -> Any:
-    """Upstream folders enter a run's identity as ``run:<name>@<hash>``, not as paths."""
-    if isinstance(ident, dict):
-        return {k: _replace_paths(v, upstream) for k, v in ident.items()}
-    if isinstance(ident, list):
-        return [_replace_paths(v, upstream) for v in ident]
-    return upstream.get(ident, ident) if isinstance(ident, str) else ident
-
-
 def finished(folder: Path, digest: str, found: dict[str, Any] | None = None) -> bool:
     """The run in ``folder`` is done under exactly this config hash and its outputs are there."""
     found = manifest.read(folder) if found is None else found
@@ -323,9 +320,12 @@ def finished(folder: Path, digest: str, found: dict[str, Any] | None = None) -> 
         folder / "metrics.json").is_file()
 
 
-def done_twin(runs_dir: Path, digest: str) -> Path | None:
-    """A finished run folder of this experiment with exactly this config hash, whatever its run name."""
-    return next((f for f in sorted(runs_dir.glob(f"*-{digest[:8]}")) if finished(f, digest)), None)
+def done_twin(runs_root: Path, experiment: str, digest: str) -> Path | None:
+    """A finished run folder with exactly this identity hash, whatever its run name and experiment (the identity
+    holds neither): this experiment's folders first, then the others' (``<checkpoints>/runs/*/*-<hash8>``)."""
+    own = sorted((runs_root / experiment).glob(f"*-{digest[:8]}"))
+    others = sorted(f for f in runs_root.glob(f"*/*-{digest[:8]}") if f.parent.name != experiment)
+    return next((f for f in [*own, *others] if finished(f, digest)), None)
 
 
 def status_of(run: Run) -> tuple[str, Path | None]:

@@ -97,7 +97,7 @@ def execute(run: Run) -> dict[str, Any]:
     manifest.write(run.out_dir, {
         "name": run.name, "kind": run.kind, "experiment": run.experiment, "hash": run.hash, "status": "running",
         "started_at": manifest.now(), "resumed_from": str(run.resume_from) if run.resume_from else None,
-        "needs": run.needs, "overrides": run.overrides, "identity": manifest.identity(run.config),
+        "needs": run.needs, "overrides": run.overrides, "identity": run.identity or manifest.identity(run.config),
         "environment": env, **({"earlier_environments": earlier} if earlier else {}),
     })
     log.info("run %s (%s) -> %s%s", run.name, run.kind, run.out_dir,
