@@ -34,7 +34,7 @@ from tmkd.pipeline.identity import IdentityError, run_identity
 
 MAIN = "main"
 GLOBAL_ROOTS = ("seed", "data", "trainer", "logger", "paths", "checkpoint")
-CONTROL_KEYS = ("experiment", "plan", "stage", "node_overrides", "hparams_search")
+CONTROL_KEYS = ("experiment", "plan", "stage", "seeds", "node_overrides", "hparams_search")
 META_KEYS = ("init_from",)  # node settings that are not keys of the run's config
 ADDRESS_ROOTS = ("stages", "teachers")
 
@@ -69,12 +69,22 @@ class Run:
 class Plan:
     experiment: str
     runs: dict[str, Run]  # in execution order
-    final: str
+    final: str  # the final stage's run (with seeds: the first seed's; its export is the experiment's student)
     experiment_dir: Path
     only: str | None = None
+    seeds: list[int] | None = None  # seeds as an axis: every stage runs once per seed, as ``<stage>-s<seed>``
+
+    def seeded(self, stage: str) -> list[str]:
+        """The runs of one stage: itself, or one per seed."""
+        return [stage] if not self.seeds else [seeded_name(stage, s) for s in self.seeds]
+
+    @property
+    def finals(self) -> list[str]:
+        """The final stage's runs, one per seed."""
+        return self.seeded(base_name(self.final) if self.seeds else self.final)
 
     def selected(self) -> list[Run]:
-        """The runs to consider: all, or with ``stage=<name>`` that stage and what it needs."""
+        """The runs to consider: all, or with ``stage=<name>`` that stage (every seed of it) and what it needs."""
         if self.only is None:
             return list(self.runs.values())
         keep: set[str] = set()
@@ -85,7 +95,8 @@ class Plan:
                 for dep in self.runs[name].needs:
                     visit(dep)
 
-        visit(self.only)
+        for name in self.seeded(self.only):
+            visit(name)
         return [r for r in self.runs.values() if r.name in keep]
 
     def describe(self) -> str:
@@ -108,6 +119,29 @@ class Plan:
         todo = sum(r.status != "done" for r in self.selected())
         lines.append(f"  {todo} of {len(self.selected())} runs to do; report: {self.experiment_dir / 'report.md'}")
         return "\n".join(lines)
+
+
+def seeded_name(stage: str, seed: int) -> str:
+    return f"{stage}-s{seed}"
+
+
+def base_name(run: str) -> str:
+    """``stage2-s7`` -> ``stage2`` (the stage a seeded run belongs to); other names unchanged."""
+    head, _, tail = run.rpartition("-s")
+    return head if head and tail.lstrip("-").isdigit() else run
+
+
+def check_seeds(seeds: Any) -> list[int] | None:
+    if seeds is None:
+        return None
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        seeds = [seeds]
+    if not isinstance(seeds, (list, tuple)) or not seeds or any(
+            not isinstance(s, int) or isinstance(s, bool) for s in seeds):
+        raise PlanError(f"seeds must be a non-empty list of integers, e.g. seeds=[1,2,3]; got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise PlanError(f"seeds has repeats: {list(seeds)}")
+    return [int(s) for s in seeds]
 
 
 # --- overrides -------------------------------------------------------------------------------------------------
@@ -171,6 +205,7 @@ class Planner:
             raise PlanError(f"experiment {self.experiment!r}: stages must be a mapping name -> "
                             "{experiment, overrides, init_from}")
         names = list(stages)
+        seeds = check_seeds(self.top.get("seeds"))
         for i, (name, spec) in enumerate(stages.items()):
             if not isinstance(spec, dict) or not spec.get("experiment"):
                 raise PlanError(f"stage {name!r} of {self.experiment!r} needs an `experiment` (the run's base config)")
@@ -179,7 +214,11 @@ class Planner:
                 raise PlanError(f"stage {name!r}: unknown setting(s) {unknown}; "
                                 "valid: experiment, overrides, init_from")
             final = i == len(names) - 1
-            self.plan_stage(name, spec, final, names[:i])
+            if seeds is None:
+                self.plan_stage(name, spec, final, names[:i])
+                continue
+            for seed in seeds:  # one run per seed; a later stage starts from the same seed's earlier stage
+                self.plan_stage(name, spec, final, names[:i], seed=seed)
         unknown = sorted(f"{kind}.{name}" for kind, named in self.addressed.items() for name in named
                          if (kind, name) not in self.used_addresses)
         if unknown:
@@ -190,16 +229,25 @@ class Planner:
         if only is not None and only not in names:
             raise PlanError(f"stage={only!r} is not a stage of {self.experiment!r}; stages: {names}")
         exp_dir = Path(self.top["paths"].get("experiment_dir") or self.checkpoints / self.experiment)
-        return Plan(self.experiment, self.runs, names[-1], exp_dir, only)
+        final = names[-1] if seeds is None else seeded_name(names[-1], seeds[0])
+        return Plan(self.experiment, self.runs, final, exp_dir, only, seeds)
 
     def _addressed(self, name: str, kind: str) -> dict[str, Any]:
         """What the command line set for this run (``stages.<name>.*`` / ``teachers.<name>.*``)."""
         self.used_addresses.add((f"{kind}s", name))
         return copy.deepcopy(self.addressed[f"{kind}s"].get(name) or {})
 
-    def plan_stage(self, name: str, spec: dict[str, Any], final: bool, earlier: list[str]) -> None:
+    def plan_stage(self, name: str, spec: dict[str, Any], final: bool, earlier: list[str],
+                   seed: int | None = None) -> None:
         addressed = self._addressed(name, "stage")
         init_from = addressed.pop("init_from", spec.get("init_from"))
+        if seed is not None:  # the seed of the axis wins over a `seed` the stage or the command line sets
+            addressed.pop("seed", None)
+            addressed["seed"] = seed
+            if init_from in earlier:
+                init_from = seeded_name(str(init_from), seed)
+            earlier = [seeded_name(e, seed) for e in earlier]
+            name = seeded_name(name, seed)
         init_ovs: list[str] = []
         needs: list[str] = []
         upstream: dict[str, str] = {}

@@ -18,6 +18,7 @@ from tmkd.models.build import HF_EXPORT
 from tmkd.pipeline import manifest
 from tmkd.pipeline.export import write_json
 from tmkd.pipeline.plan import Plan, Run
+from tmkd.pipeline.seeds import format_stat, summarise
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +153,21 @@ def environment_lines(rows: list[dict[str, Any]]) -> list[str]:
     return ["Environments:", *(f"- {', '.join(names)}: {line}" for line, names in groups.items())]
 
 
+def seeds_markdown(over_seeds: dict[str, dict[str, Any]]) -> str:
+    """Each seeded stage's dev metrics as mean ± sample std over seeds (n); empty without a seeds axis."""
+    if not over_seeds:
+        return ""
+    lines = ["## Over seeds", "", "| stage | seeds | metric | mean ± std (n) | per seed |", "|---|---|---|---|---|"]
+    for stage, entry in over_seeds.items():
+        for key, m in entry["metrics"].items():
+            if not key.startswith(("val", "best/")):
+                continue
+            per_seed = ", ".join(f"{s}: {v:.4f}" for s, v in m["values"].items())
+            lines.append(f"| {stage} | {entry['seeds']} | {key} | {format_stat(m)} | {per_seed} |")
+    lines += ["", "Intervals that account for seeds and dev examples: `python -m tmkd.compare` (see README).", ""]
+    return "\n".join(lines)
+
+
 def _ms(latency: dict[str, Any], name: str, batch: int) -> float | None:
     entry = (latency.get(name) or {}).get("batches", {}).get(str(batch))
     return float(entry["ms_per_batch"]) if entry else None
@@ -245,11 +261,12 @@ def write_report(plan: Plan, results: dict[str, dict[str, Any]], latency: bool =
     measured = measure_latencies(table, plan, {"rows": rows, "batch_sizes": batch_sizes, "threads": threads}
                                  ) if latency else {}
     png = plot(table, measured, batch_sizes[-1], out / "report.png") if measured else None
-    (out / "report.md").write_text(markdown(plan, table, measured, png, batch_sizes))
+    over_seeds = summarise(plan, results)
+    (out / "report.md").write_text(markdown(plan, table, measured, png, batch_sizes) + seeds_markdown(over_seeds))
     student = export_student(plan, table, measured)
     write_json(out / "report.json", {"experiment": plan.experiment, "runs": table, "latency": measured,
                                      "student_export": str(student) if student else None,
-                                     "plot": str(png) if png else None})
+                                     "plot": str(png) if png else None, "seeds": over_seeds})
     try:
         log_wandb(plan, table, png, logger or {})
     except Exception as err:  # the report on disk is the record; a W&B hiccup must not fail the experiment

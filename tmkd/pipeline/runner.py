@@ -26,7 +26,8 @@ from omegaconf import OmegaConf
 from tmkd.environment import environment
 from tmkd.pipeline import manifest
 from tmkd.pipeline.export import write_json
-from tmkd.pipeline.plan import Plan, Run, status_of
+from tmkd.pipeline.plan import Plan, Run, base_name, status_of
+from tmkd.pipeline.seeds import mean_metrics, summarise
 
 log = logging.getLogger(__name__)
 _CHILDREN: set[subprocess.Popen] = set()
@@ -135,9 +136,9 @@ def run_plan(plan: Plan, report: bool = True, report_options: dict[str, Any] | N
                 continue
             results[run.name] = execute(run)
     plan.experiment_dir.mkdir(parents=True, exist_ok=True)
-    last = plan.only or plan.final
-    if last in results:  # the experiment's result, where search tables (tmkd.search.trials) look for it
-        write_json(plan.experiment_dir / "metrics.json", {**results[last], "run_folder": str(plan.runs[last].out_dir)})
+    outcome = experiment_result(plan, results)
+    if outcome is not None:  # the experiment's result, where search tables (tmkd.search.trials) look for it
+        write_json(plan.experiment_dir / "metrics.json", outcome)
     write_json(plan.experiment_dir / "plan.json", {
         "experiment": plan.experiment, "final": plan.final,
         "runs": [{"name": r.name, "kind": r.kind, "experiment": r.experiment, "hash": r.hash,
@@ -151,6 +152,19 @@ def run_plan(plan: Plan, report: bool = True, report_options: dict[str, Any] | N
         print(f"report: {path}")
     print(f"experiment folder: {plan.experiment_dir}", flush=True)
     return results
+
+
+def experiment_result(plan: Plan, results: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The last selected stage's metrics; with seeds, ``best`` is the mean over seeds and ``seeds`` the summary."""
+    names = plan.seeded(plan.only) if plan.only else plan.finals
+    if not all(n in results for n in names):
+        return None
+    first = {**results[names[0]], "run_folder": str(plan.runs[names[0]].out_dir)}
+    if not plan.seeds:
+        return first
+    summary = summarise(plan, results)[base_name(names[0])]
+    return {**first, "best": mean_metrics(summary), "seeds": summary,
+            "run_folders": [str(plan.runs[n].out_dir) for n in names]}
 
 
 def experiment_dir(top: dict[str, Any]) -> str | None:
@@ -180,7 +194,7 @@ def run_experiment(cfg: Any, overrides: list[str]) -> float | None:
     if os.environ.get("WANDB_SWEEP_ID"):
         # Under a W&B sweep agent the trial's W&B run is the final stage's; the runs it needs first log to CSV.
         for r in plan.runs.values():
-            if r.name != plan.final and (r.config.get("logger") or {}).get("kind") == "wandb":
+            if r.name not in plan.finals and (r.config.get("logger") or {}).get("kind") == "wandb":
                 r.config["logger"] = {"kind": "csv"}
     print(plan.describe(), flush=True)
     if top.get("plan"):
@@ -190,5 +204,6 @@ def run_experiment(cfg: Any, overrides: list[str]) -> float | None:
         "latency": report.get("latency", True), "rows": report.get("latency_rows", 64),
         "batch_sizes": report.get("batch_sizes", [1, 32]), "threads": report.get("threads"),
         "logger": plan.runs[plan.final].config.get("logger")})
-    final = plan.only or plan.final
-    return optimized(results[final], plan.runs[final].config["optimized_metric"])
+    outcome = experiment_result(plan, results)
+    final = plan.seeded(plan.only)[0] if plan.only else plan.final
+    return optimized(outcome or results[final], plan.runs[final].config["optimized_metric"])
