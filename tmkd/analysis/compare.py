@@ -34,7 +34,8 @@ def resolve_baseline(name: str, labels: list[str]) -> str:
     raise CompareError(f"baseline {name!r} matches {which}; methods: {labels}")
 
 
-def check_seeds(methods: dict[str, list[RunInfo]], baseline: str) -> None:
+def missing_seeds(methods: dict[str, list[RunInfo]], baseline: str) -> list[str]:
+    """One line per method that lacks some of the baseline's seeds."""
     want = {r.seed for r in methods[baseline]}
     problems = []
     for label, runs in methods.items():
@@ -42,7 +43,11 @@ def check_seeds(methods: dict[str, list[RunInfo]], baseline: str) -> None:
         if missing:
             problems.append(f"method {label!r} lacks seed(s) {missing} that the baseline {baseline!r} has "
                             f"(it has {sorted(r.seed for r in runs)})")
-    if problems:
+    return problems
+
+
+def check_seeds(methods: dict[str, list[RunInfo]], baseline: str) -> None:
+    if problems := missing_seeds(methods, baseline):
         raise CompareError("; ".join(problems) + ": run the missing seeds, or pass --allow-missing-seeds to compare "
                            "what there is")
 
@@ -99,9 +104,12 @@ def run_comparison(paths: list[str | Path], baseline: str, metric: str = "accura
     folders, notes = discover(paths)
     if not folders:
         raise CompareError(f"no finished run under {[str(p) for p in paths]}")
-    methods = group_runs([load_run(f) for f in folders], group)
-    baseline = resolve_baseline(baseline, sorted(methods))
-    if not allow_missing_seeds:
+    grouped = group_runs([load_run(f) for f in folders], group)
+    baseline = resolve_baseline(baseline, sorted(grouped))
+    methods = {baseline: grouped[baseline], **{m: grouped[m] for m in sorted(grouped) if m != baseline}}
+    if allow_missing_seeds:
+        notes += [f"{line} (compared anyway: --allow-missing-seeds)" for line in missing_seeds(methods, baseline)]
+    else:
         check_seeds(methods, baseline)
     tables, prefixes, more = paired_tables(methods, baseline, splits)
     result = Result(baseline, methods, {}, prefixes, {}, {
@@ -123,7 +131,8 @@ def covers(result: Result, label: str) -> str:
         return "examples + seeds"
     if len(single) == 2 or label == result.baseline:
         return "examples only (1 seed each)" if label != result.baseline else "examples only (1 seed)"
-    return f"examples + seeds of one side only ({single[0]} has 1 seed)"
+    other = result.baseline if single[0] == label else label
+    return f"examples + seeds of {other} only ({single[0]} has 1 seed)"
 
 
 def as_dict(result: Result) -> dict[str, Any]:
@@ -195,7 +204,8 @@ def plot(result: Result, path: Path) -> Path | None:
         hi = np.array([comp.interval[m][1] for m in others]) * 100
         ax.errorbar(diffs, y, xerr=[diffs - lo, hi - diffs], fmt="o", capsize=4, color="tab:blue")
         ax.axvline(0, color="grey", lw=1, ls="--")
-        ax.set_yticks(y, [f"{m} (n={len(result.methods[m])})" for m in others])
+        ax.set_yticks(y, [f"{m} (n={len(result.methods[m])})" if len(result.methods[m]) > 1
+                          else f"{m} (n=1: seeds not resampled)" for m in others])
         ax.set_xlabel(f"Δ {result.settings['metric']} vs {result.baseline} (points)")
         ax.set_title(f"{split}: {round(100 * result.settings['confidence'])}% two-level bootstrap")
     fig.tight_layout()

@@ -52,8 +52,9 @@ def is_run(folder: Path) -> bool:
 def discover(paths: list[str | Path]) -> tuple[list[Path], list[str]]:
     """Run folders under the given paths, and notes on what was skipped.
 
-    A path is a run folder (config.yaml + metrics.json), an experiment folder (plan.json: its final runs), or any
-    folder above run folders (e.g. ``checkpoints/runs/<experiment>``: every finished run below, 3 levels deep).
+    A path is a run folder (config.yaml + metrics.json), an experiment folder (plan.json: every run of its final
+    stage, see :func:`final_runs`), or any folder above run folders (e.g. ``checkpoints/runs/<experiment>``: every
+    run below, 3 levels deep). Runs whose manifest is not ``done`` are skipped (noted).
     """
     found: list[Path] = []
     notes: list[str] = []
@@ -64,11 +65,7 @@ def discover(paths: list[str | Path]) -> tuple[list[Path], list[str]]:
         if is_run(path):
             found.append(path)
         elif (path / "plan.json").is_file():
-            plan = json.loads((path / "plan.json").read_text())
-            finals = [Path(r["folder"]) for r in plan.get("runs", []) if r.get("name") == plan.get("final")]
-            if not finals:
-                raise CompareError(f"{path}/plan.json lists no run of its final stage {plan.get('final')!r}")
-            found.extend(finals)
+            found.extend(final_runs(path))
         else:
             below = sorted(p.parent for depth in ("*", "*/*", "*/*/*") for p in path.glob(f"{depth}/metrics.json")
                            if is_run(p.parent))
@@ -89,6 +86,24 @@ def discover(paths: list[str | Path]) -> tuple[list[Path], list[str]]:
             seen.add(resolved)
             unique.append(folder)
     return unique, notes
+
+
+def final_runs(experiment_dir: Path) -> list[Path]:
+    """Every run of an experiment's final stage: the one plan.json lists and its siblings of the same stage name.
+
+    plan.json holds the last invocation's plan, but each ``seed=`` (or other override) gets its own run folder
+    beside it (``runs/<experiment>/<stage>-<hash8>``): the siblings are the other seeds (and other configs,
+    which grouping keeps apart)."""
+    plan = json.loads((experiment_dir / "plan.json").read_text())
+    final = plan.get("final")
+    listed = [Path(r["folder"]) for r in plan.get("runs", []) if r.get("name") == final]
+    if not listed:
+        raise CompareError(f"{experiment_dir}/plan.json lists no run of its final stage {final!r}")
+    found = list(listed)
+    for parent in {p.parent for p in listed}:
+        found += sorted(p for p in parent.glob(f"{final}-*") if is_run(p) and p not in listed
+                        and (manifest.read(p) or {}).get("name", final) == final)
+    return found
 
 
 def load_run(folder: Path) -> RunInfo:
