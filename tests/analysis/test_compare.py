@@ -19,7 +19,7 @@ LABELS = np.random.default_rng(0).integers(0, 2, N)
 
 
 def fake_run(root: Path, experiment: str, seed: int, accuracy: float, *, lr: float = 1e-3, rows: int = N,
-             teacher: Path | None = None, name: str = "main", with_predictions: bool = True) -> Path:
+             teacher: Path | str | None = None, name: str = "main", with_predictions: bool = True) -> Path:
     """A finished run folder as the runner leaves it: config.yaml, manifest.json, metrics.json, predictions/."""
     config = {"seed": seed, "experiment_name": experiment, "method": "finetune", "optim": {"lr": lr},
               "paths": {"output_dir": "x"}, "data": {"max_eval_samples": None},
@@ -60,10 +60,14 @@ def test_seeds_of_two_methods_give_a_table_json_and_plot(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
 
 
-def test_runs_that_differ_only_in_seed_and_their_teachers_seed_are_one_method(tmp_path):
-    """A student per seed, each distilled from a teacher trained with that seed: one method, not three."""
+@pytest.mark.parametrize("reference", ["absolute", "relative", "gone"])
+def test_runs_that_differ_only_in_seed_and_their_teachers_seed_are_one_method(tmp_path, reference):
+    """A student per seed, each distilled from a teacher trained with that seed: one method, not two. The teacher's
+    folder may be named as written at training time: absolute, relative to the launch folder, or no longer there."""
     for seed in (1, 2):
-        teacher = fake_run(tmp_path, "teacher", seed, 0.9)
+        folder = fake_run(tmp_path, "teacher", seed, 0.9)
+        teacher = {"absolute": folder, "relative": f"checkpoints/runs/teacher/{folder.name}",
+                   "gone": f"/elsewhere/runs/teacher/{folder.name}/hf"}[reference]
         fake_run(tmp_path, "kd", seed, 0.8, teacher=teacher)
         fake_run(tmp_path, "kd", seed, 0.8, teacher=teacher, lr=5e-3)  # another config of the same experiment
     out = tmp_path / "cmp"

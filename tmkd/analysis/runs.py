@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,15 +117,22 @@ def load_run(folder: Path) -> RunInfo:
                    name=str(man.get("name") or "main"), seed=int(config["seed"]), config=config, metrics=metrics)
 
 
-def _run_folder_of(value: str) -> Path | None:
-    """The run folder a config string points into (the folder itself, its hf/ export, a checkpoint), if any."""
+# how a config names another run's folder: <checkpoints>/runs/<experiment>/<name>-<hash8>[/hf | /checkpoints/...]
+RUN_PATH = re.compile(r"(?:^|/)runs/([^/]+)/([^/]+)-[0-9a-f]{8}(?:/(.*))?$")
+
+
+def _run_folder_of(value: str, root: Path | None) -> Path | None:
+    """The run folder a config string points into (the folder itself, its hf/ export, a checkpoint), if it exists:
+    as written, or (a path relative to where the run was launched) under ``root``, the runs' checkpoints folder."""
     if "/" not in value:
         return None
     path = Path(value)
-    for candidate in (path, *list(path.parents)[:3]):
-        if is_run(candidate) and candidate.exists():
-            return candidate
-    return None
+    candidates = [path, *list(path.parents)[:3]]
+    match = RUN_PATH.search(value)
+    if match and root is not None:
+        folder = root / "runs" / match[1] / value[match.start():].strip("/").split("/")[2]
+        candidates.append(folder)
+    return next((c for c in candidates if is_run(c)), None)
 
 
 class Grouper:
@@ -141,17 +149,32 @@ class Grouper:
             config = OmegaConf.to_container(OmegaConf.load(folder / "config.yaml"), resolve=False)
             ident = manifest.identity(config)
             ident.pop("seed", None)
-            self.keys[resolved] = self._replace(ident, (*stack, resolved))
+            root = resolved.parents[2] if resolved.parent.parent.name == "runs" else None
+            self.keys[resolved] = self._replace(ident, (*stack, resolved), root)
         return self.keys[resolved]
 
-    def _replace(self, node: Any, stack: tuple[Path, ...]) -> Any:
+    def _replace(self, node: Any, stack: tuple[Path, ...], root: Path | None) -> Any:
         if isinstance(node, dict):
-            return {k: self._replace(v, stack) for k, v in node.items()}
+            return {k: self._replace(v, stack, root) for k, v in node.items()}
         if isinstance(node, list):
-            return [self._replace(v, stack) for v in node]
-        if isinstance(node, str) and (ref := _run_folder_of(node)) is not None:
-            return {"run": self.identity(ref, stack), "within": str(Path(node).resolve().relative_to(ref.resolve()))}
+            return [self._replace(v, stack, root) for v in node]
+        if isinstance(node, str):
+            if (ref := _run_folder_of(node, root)) is not None:
+                return {"run": self.identity(ref, stack), "within": _within(node, ref)}
+            if match := RUN_PATH.search(node):  # a run folder that is not here: its experiment and name stand in
+                return {"run": f"{match[1]}/{match[2]}", "within": match[3] or "."}
         return node
+
+
+def _within(value: str, ref: Path) -> str:
+    """Where in the run folder ``value`` points (``.``, ``hf``, ``checkpoints/best.ckpt``)."""
+    match = RUN_PATH.search(value)
+    if match:
+        return match[3] or "."
+    try:
+        return str(Path(value).resolve().relative_to(ref.resolve()))
+    except ValueError:  # e.g. through a symbolic link
+        return value
 
 
 def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
