@@ -115,9 +115,23 @@ def test_runs_without_predictions_and_unknown_baselines_get_clear_errors(tmp_pat
     assert "baseline 'nope' matches no method; methods: ['baseline', 'kd']" in capsys.readouterr().err
     assert main([str(tmp_path / "runs"), "--baseline", "baseline", "--out", str(tmp_path / "c")]) == 2
     assert f"run {old} has no per-example predictions" in capsys.readouterr().err
+    (old / "predictions.json").write_text("{}")  # what a QA run leaves
+    assert main([str(tmp_path / "runs"), "--baseline", "baseline", "--out", str(tmp_path / "c")]) == 2
+    assert "a question-answering run" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     with pytest.raises(CompareError, match="holds no run folder"):
         discover([tmp_path / "empty"])
+
+
+def test_predictions_that_are_not_the_reported_scores_are_flagged(tmp_path, capsys):
+    fake_run(tmp_path, "baseline", 1, 0.7)
+    run = fake_run(tmp_path, "kd", 1, 0.8)
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["best"]["val/accuracy"] += 0.01
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    assert main([str(tmp_path / "runs"), "--baseline", "baseline", "--out", str(tmp_path / "c"),
+                 "--replicates", "50"]) == 0
+    assert f"warning: {run}: validation accuracy from predictions" in capsys.readouterr().err
 
 
 def test_two_runs_with_the_same_seed_in_one_method_are_named(tmp_path, capsys):
