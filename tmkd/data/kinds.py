@@ -58,6 +58,12 @@ class Evaluator(nn.Module):
         """Files for the run folder from the last ``compute`` (name -> JSON-able object); none by default."""
         return {}
 
+    def predictions(self) -> dict[str, np.ndarray] | None:
+        """Per-example predictions of the last ``compute`` (classification: ``row``, ``label``, ``pred``,
+        ``probs`` and the dataset's ``idx`` where it has one), rows in ``row`` order; None where the kind keeps
+        none (QA writes ``predictions.json`` through :meth:`outputs` instead)."""
+        return None
+
 
 class TaskKind:
     """Base class; one instance per kind (stateless)."""
@@ -131,22 +137,54 @@ def get_kind(name: str) -> TaskKind:
 
 
 class ClassificationEvaluator(Evaluator):
-    """torchmetrics collection over argmax predictions (the task's ``metrics``)."""
+    """torchmetrics collection over argmax predictions (the task's ``metrics``), plus each row's prediction and
+    class probabilities (by ``row_id``) so that the run can save them for paired comparisons (``tmkd.compare``)."""
 
     def __init__(self, task: TaskSpec) -> None:
         super().__init__()
         from tmkd.modules.metrics import build_metrics
 
         self.metrics = build_metrics(task.metrics, task.num_labels)
+        self.parts: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []  # (row_id, label, pred, probs) per batch
+        self.last: dict[str, np.ndarray] | None = None
 
     def update(self, logits: Tensor, batch: Mapping[str, Any]) -> None:
-        self.metrics.update(logits.float().argmax(-1), batch["labels"])
+        scores = logits.detach().float()
+        pred = scores.argmax(-1)
+        self.metrics.update(pred, batch["labels"])
+        if "row_id" in batch:  # scoring helpers (adapter ensembles) pass labels only: nothing to keep then
+            self.parts.append((batch["row_id"].detach().cpu(), batch["labels"].detach().cpu(), pred.cpu(),
+                               scores.softmax(-1).cpu()))
 
     def compute(self, datamodule: Any, split: str) -> dict[str, float]:
+        self.last = self._table(datamodule, split)
         return {name: float(value) for name, value in self.metrics.compute().items()}
+
+    def _table(self, datamodule: Any, split: str) -> dict[str, np.ndarray] | None:
+        if not self.parts:
+            return None
+        parts = tuple(torch.cat(x).numpy() for x in zip(*self.parts, strict=True))
+        if torch.distributed.is_available() and torch.distributed.is_initialized() \
+                and torch.distributed.get_world_size() > 1:
+            gathered: list[Any] = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, parts)
+            parts = tuple(np.concatenate(x) for x in zip(*gathered, strict=True))
+        rows, labels, preds, probs = parts
+        # row order; a distributed sampler repeats rows to even out ranks: keep each row once
+        rows, first = np.unique(rows, return_index=True)
+        table = {"row": rows.astype(np.int64), "label": labels[first].astype(np.int64),
+                 "pred": preds[first].astype(np.int64), "probs": probs[first]}
+        raw = getattr(datamodule, "raw", None)
+        if raw is not None and split in raw and "idx" in raw[split].column_names:  # GLUE's own example ids
+            table["idx"] = np.asarray(raw[split]["idx"], dtype=np.int64)[rows]
+        return table
 
     def reset(self) -> None:
         self.metrics.reset()
+        self.parts = []
+
+    def predictions(self) -> dict[str, np.ndarray] | None:
+        return self.last
 
 
 @KINDS.register("classification")

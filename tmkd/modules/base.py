@@ -76,6 +76,13 @@ class ClassifierModule(pl.LightningModule):
             files.update({pre + name: obj for name, obj in evaluator.outputs().items()})
         return files
 
+    def eval_predictions(self) -> dict[str, dict[str, Any]]:
+        """Per-example predictions of the last validation, per eval split (classification; see
+        ``Evaluator.predictions``): ``tmkd.pipeline.train.run`` saves the best checkpoint's."""
+        tables = {split: evaluator.predictions() for split, evaluator in zip(self.task.eval_splits, self.val_metrics,
+                                                                             strict=True)}
+        return {split: table for split, table in tables.items() if table is not None}
+
     def export_model(self) -> PreTrainedModel:
         """The single HF classifier to ``save_pretrained`` (multi-head students fold their heads here)."""
         return self.model

@@ -22,6 +22,7 @@ from pytorch_lightning.loggers import WandbLogger
 from tmkd.pipeline.export import export_hf, write_json
 from tmkd.pipeline.factory import build_datamodule, build_module, build_task, plain
 from tmkd.pipeline.loggers import build_loggers
+from tmkd.pipeline.predictions import write_predictions
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,9 @@ def run(cfg: DictConfig, ckpt_path: str | Path | None = None) -> dict[str, Any]:
     if trainer.is_global_zero:
         for name, obj in module.eval_outputs().items():  # QA: predictions.json, na_probs.json (best checkpoint)
             write_json(out / name, obj)
+        # classification: per-example predictions of the same evaluation as ``evaluated`` (before metrics.json)
+        if predictions := write_predictions(out, module.eval_predictions(), task.split_prefix):
+            metrics["predictions"] = predictions
         if cfg.checkpoint.export:
             metrics["export"] = str(export_hf(module.export_model(), tokenizers[module.view], out))
         write_json(out / "metrics.json", metrics)
