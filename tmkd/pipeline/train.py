@@ -18,6 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.plugins import CheckpointIO
 
 from tmkd.pipeline.checks import AtomicCheckpointIO, FiniteChecks, check_weights
 from tmkd.pipeline.export import export_hf, write_json
@@ -81,8 +82,13 @@ def run(cfg: DictConfig, ckpt_path: str | Path | None = None) -> dict[str, Any]:
                                     FiniteChecks(cfg.trainer.get("log_every_n_steps") or 50)]
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
-    trainer = pl.Trainer(**trainer_kwargs(cfg), logger=loggers or False, callbacks=callbacks,
-                         default_root_dir=str(out), plugins=[AtomicCheckpointIO()])
+    kwargs = trainer_kwargs(cfg)
+    plugins = kwargs.pop("plugins", None) or []
+    plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+    if not any(isinstance(p, CheckpointIO) for p in plugins):  # one's own CheckpointIO (e.g. remote storage) wins
+        plugins.append(AtomicCheckpointIO())
+    trainer = pl.Trainer(**kwargs, logger=loggers or False, callbacks=callbacks, default_root_dir=str(out),
+                         plugins=plugins)
 
     started = time.perf_counter()
     # Checkpoints load without unpickling code unless the config opts in (checkpoint.allow_pickle=true).
