@@ -37,6 +37,7 @@ from tmkd.data.tasks import TaskSpec
 from tmkd.data.tokenize import SEP, encode, view_lengths
 from tmkd.distill.cache import SoftTargetCache, cache_key
 from tmkd.distill.ensemble import TeacherEnsemble, tokenizer_fingerprint
+from tmkd.finite import NonFiniteError
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,15 @@ def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     return [order[a:a + batch_size] for a in range(0, len(order), batch_size)]
+
+
+def refuse_non_finite(logits: Tensor, teacher: str, task: str, split: str) -> None:
+    """Non-finite soft targets never reach the cache or the student: a diverged teacher stops the run here."""
+    if not bool(torch.isfinite(logits).all()):
+        share = float((~torch.isfinite(logits)).float().mean()) * 100
+        raise NonFiniteError(f"teacher {teacher!r} gives non-finite soft targets on {task}/{split} ({share:.1f}% of "
+                             "the values are NaN/inf): the teacher has diverged; retrain it (e.g. a lower learning "
+                             "rate) or drop it from distill.teachers")
 
 
 def to_device(inputs: Mapping[str, Tensor], device: torch.device) -> dict[str, Tensor]:
@@ -137,9 +147,10 @@ class SoftTargetStore:
         for i, t in enumerate(self.ensemble.teachers):
             if self.cache is None:
                 per_teacher.append(self._compute(i, ds, split, device))
+                refuse_non_finite(per_teacher[-1], t.name, self.task.name, split)
                 continue
             key = self.key(i, split, data_print)
-            cached = self.cache.load(key)
+            cached = self._finite(self.cache.load(key), key)
             if cached is not None and cached.shape == (len(ds), self.task.num_labels):
                 self.hits += 1
                 per_teacher.append(cached)
@@ -147,9 +158,19 @@ class SoftTargetStore:
             self.misses += 1
             log.info("soft targets: running teacher %s on %s/%s (%d rows)", t.name, self.task.name, split, len(ds))
             logits = self._compute(i, ds, split, device)
+            refuse_non_finite(logits, t.name, self.task.name, split)
             self.cache.save(key, logits, meta={"teacher": t.name, "source": t.source, "split": split})
             per_teacher.append(logits)
         return torch.stack(per_teacher, dim=1)
+
+    def _finite(self, cached: Tensor | None, key: str) -> Tensor | None:
+        """A cached entry with NaN/inf (written before such targets were refused) is dropped and recomputed."""
+        if cached is not None and not bool(torch.isfinite(cached).all()):
+            assert self.cache is not None
+            log.warning("soft-target cache file %s holds non-finite values; deleting it", self.cache.path(key))
+            self.cache.path(key).unlink(missing_ok=True)
+            return None
+        return cached
 
     # --- extractive QA -------------------------------------------------------------------------------------------
     def teacher_max_length(self, teacher_index: int) -> int:
@@ -172,7 +193,7 @@ class SoftTargetStore:
                             data=data_print, student_tokenizer=tokenizer_fingerprint(student_tokenizer),
                             max_length=length, doc_stride=self.task.doc_stride,
                             tokenizer=tokenizer_fingerprint(t.tokenizer), teacher_max_length=t_max)
-            cached = self.cache.load(key) if self.cache is not None else None
+            cached = self._finite(self.cache.load(key), key) if self.cache is not None else None
             if cached is not None and cached.shape == (n, 2, length):
                 self.hits += 1
                 per_teacher.append(cached)
@@ -182,6 +203,7 @@ class SoftTargetStore:
                      "student's windows" if same else "its own tokenisation, mapped")
             logits = (self._qa_same(i, features, student_tokenizer, view, device) if same
                       else self._qa_mapped(i, ds, features, t_max, device, view))
+            refuse_non_finite(logits, t.name, self.task.name, split)
             if self.cache is not None:
                 self.cache.save(key, logits, meta={"teacher": t.name, "source": t.source, "split": split,
                                                    "layout": "features x (start, end) x max_length, fp16"})

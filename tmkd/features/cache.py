@@ -41,7 +41,7 @@ from torch import Tensor
 from torch.utils.data import Dataset as TorchDataset
 from transformers import PreTrainedTokenizerBase
 
-from tmkd.atomic import atomic_file
+from tmkd.atomic import apply_umask, atomic_file
 from tmkd.data.synthetic import cache_root
 from tmkd.data.tasks import TaskSpec
 from tmkd.data.tokenize import SEP, encode_view
@@ -116,6 +116,7 @@ class FeatureCache:
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{key}.", suffix=".npy.tmp")
         os.close(fd)
         try:
+            apply_umask(tmp)  # mkstemp's 0600 would make shared feature caches unreadable to the team
             return np.lib.format.open_memmap(tmp, mode="w+", dtype=DTYPE, shape=shape), Path(tmp)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tmkd.environment import environment, version_changes
-from tmkd.pipeline import manifest
+from tmkd.pipeline import integrity, manifest
 from tmkd.pipeline.compose import compose_run, dedupe, override_key, trainer_params
 from tmkd.pipeline.identity import IdentityError, run_identity
 
@@ -37,6 +38,7 @@ GLOBAL_ROOTS = ("seed", "data", "trainer", "logger", "paths", "checkpoint")
 CONTROL_KEYS = ("experiment", "plan", "stage", "seeds", "node_overrides", "hparams_search")
 META_KEYS = ("init_from",)  # node settings that are not keys of the run's config
 ADDRESS_ROOTS = ("stages", "teachers")
+log = logging.getLogger(__name__)
 
 
 class PlanError(ValueError):
@@ -362,10 +364,18 @@ def _select(teachers: list[dict[str, Any]], names: list[str] | None, run: str) -
 
 
 def finished(folder: Path, digest: str, found: dict[str, Any] | None = None) -> bool:
-    """The run in ``folder`` is done under exactly this config hash and its outputs are there."""
+    """The run in ``folder`` is done under exactly this config hash and its outputs are there, unchanged since the
+    manifest recorded them (a damaged output is named in a warning and the run is redone)."""
     found = manifest.read(folder) if found is None else found
-    return bool(found) and found.get("status") == "done" and found.get("hash") == digest and (
-        folder / "metrics.json").is_file()
+    if not (bool(found) and found.get("status") == "done" and found.get("hash") == digest
+            and (folder / "metrics.json").is_file()):
+        return False
+    problems = integrity.damaged(folder, found.get("files"))
+    if problems:
+        log.warning("run folder %s is marked done but its outputs are damaged: %s; running it again", folder,
+                    "; ".join(problems))
+        return False
+    return True
 
 
 def done_twin(runs_root: Path, experiment: str, digest: str) -> Path | None:
@@ -377,13 +387,20 @@ def done_twin(runs_root: Path, experiment: str, digest: str) -> Path | None:
 
 
 def status_of(run: Run) -> tuple[str, Path | None]:
-    """done (manifest done under this hash, outputs present), resume (a last checkpoint exists) or run."""
+    """done (manifest done under this hash, outputs intact), resume (a sound last checkpoint, or when that one is
+    damaged the newest other sound one) or run."""
     found = manifest.read(run.out_dir)
     if finished(run.out_dir, run.hash, found):
         return "done", None
-    last = run.out_dir / "checkpoints" / "last.ckpt"
-    if last.is_file() and found and found.get("hash") == run.hash:
-        return "resume", last
+    ckpt_dir = run.out_dir / "checkpoints"
+    if (ckpt_dir / "last.ckpt").is_file() and found and found.get("hash") == run.hash:
+        trusted = bool((run.config.get("checkpoint") or {}).get("allow_pickle", False))
+        point, problems = integrity.resume_point(ckpt_dir, trusted)
+        if problems:
+            log.warning("run %s: damaged checkpoint(s): %s; %s", run.name, "; ".join(problems),
+                        f"resuming from {point.name} instead" if point else "starting afresh")
+        if point is not None:
+            return "resume", point
     return "run", None
 
 

@@ -23,9 +23,11 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from tmkd.atomic import clean_tmp
 from tmkd.environment import environment
-from tmkd.pipeline import manifest
+from tmkd.pipeline import integrity, manifest
 from tmkd.pipeline.export import write_json
+from tmkd.pipeline.integrity import remove_checkpoints
 from tmkd.pipeline.plan import Plan, Run, base_name, status_of
 from tmkd.pipeline.seeds import mean_metrics, summarise
 
@@ -89,6 +91,12 @@ def run_child(run: Run) -> dict[str, Any]:
 def execute(run: Run) -> dict[str, Any]:
     """Train one run into its folder, keeping its manifest current; returns its metrics."""
     run.out_dir.mkdir(parents=True, exist_ok=True)
+    clean_tmp(run.out_dir)  # leftovers of atomic writes a crash interrupted
+    ckpt_dir = run.out_dir / "checkpoints"
+    if run.resume_from is None:
+        remove_checkpoints(ckpt_dir, None, "stale: the run starts afresh")
+    elif Path(run.resume_from).name != "last.ckpt":
+        remove_checkpoints(ckpt_dir, Path(run.resume_from), f"damaged or stale: resuming from {run.resume_from}")
     OmegaConf.save(OmegaConf.create(run.config), run.out_dir / "config.yaml")
     env = environment(run.config.get("threads"), (run.config.get("trainer") or {}).get("accelerator"))
     previous = (manifest.read(run.out_dir) or {}) if run.resume_from else {}
@@ -112,11 +120,20 @@ def execute(run: Run) -> dict[str, Any]:
             metrics = train_run(OmegaConf.create(run.config), ckpt_path=run.resume_from)
     except BaseException as err:
         stopped = isinstance(err, (KeyboardInterrupt, Interrupted, SystemExit))
-        manifest.update(run.out_dir, status="interrupted" if stopped else "failed", finished_at=manifest.now(),
-                        error=f"{type(err).__name__}: {err}")
+        status = "interrupted" if stopped else "failed"
+        try:
+            manifest.update(run.out_dir, status=status, finished_at=manifest.now(),
+                            error=f"{type(err).__name__}: {err}")
+        except OSError as write_err:  # e.g. the disk is full: the run's own error matters more, so it goes on
+            log.error("run %s %s (%s: %s), and recording that in %s failed too (%s: %s); its manifest still says "
+                      "'running'", run.name, status, type(err).__name__, err, run.out_dir / manifest.MANIFEST,
+                      type(write_err).__name__, write_err)
         raise
+    # the outputs later runs read are on disk (written atomically, fsynced); their checksums go into the manifest,
+    # and planning redoes the run if they no longer match (tmkd.pipeline.integrity)
     manifest.update(run.out_dir, status="done", finished_at=manifest.now(), metrics=metrics.get("best", {}),
-                    best_checkpoint=metrics.get("best_checkpoint"), export=metrics.get("export"))
+                    best_checkpoint=metrics.get("best_checkpoint"), export=metrics.get("export"),
+                    files=integrity.record(run.out_dir))
     run.status = "done"
     return metrics
 

@@ -18,7 +18,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.plugins import CheckpointIO
 
+from tmkd.pipeline.checks import AtomicCheckpointIO, FiniteChecks, check_weights
 from tmkd.pipeline.export import export_hf, write_json
 from tmkd.pipeline.factory import build_datamodule, build_module, build_task, plain
 from tmkd.pipeline.loggers import build_loggers
@@ -50,7 +52,12 @@ class EpochSeed(pl.Callback):
 
 
 def read_metrics(out: Path) -> dict[str, Any]:
-    return json.loads((Path(out) / "metrics.json").read_text())
+    path = Path(out) / "metrics.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise RuntimeError(f"cannot read {path} ({type(err).__name__}: {err}); running the command again "
+                           "redoes that run") from err
 
 
 def run(cfg: DictConfig, ckpt_path: str | Path | None = None) -> dict[str, Any]:
@@ -71,11 +78,18 @@ def run(cfg: DictConfig, ckpt_path: str | Path | None = None) -> dict[str, Any]:
     checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor=main_key, mode="max",
                                  save_top_k=1, save_last=True, save_weights_only=cfg.checkpoint.save_weights_only)
     loggers = build_loggers(cfg.logger, out, cfg.run_name, plain(cfg), resume=ckpt_path is not None)
-    callbacks: list[pl.Callback] = [checkpoint, EpochSeed(cfg.seed)]
+    # FiniteChecks: a diverged (NaN/inf) loss or weight stops the run with an error instead of finishing it
+    callbacks: list[pl.Callback] = [checkpoint, EpochSeed(cfg.seed),
+                                    FiniteChecks(cfg.trainer.get("log_every_n_steps") or 50)]
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
-    trainer = pl.Trainer(**trainer_kwargs(cfg), logger=loggers or False, callbacks=callbacks,
-                         default_root_dir=str(out))
+    kwargs = trainer_kwargs(cfg)
+    plugins = kwargs.pop("plugins", None) or []
+    plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+    if not any(isinstance(p, CheckpointIO) for p in plugins):  # one's own CheckpointIO (e.g. remote storage) wins
+        plugins.append(AtomicCheckpointIO())
+    trainer = pl.Trainer(**kwargs, logger=loggers or False, callbacks=callbacks, default_root_dir=str(out),
+                         plugins=plugins)
 
     started = time.perf_counter()
     # Checkpoints load without unpickling code unless the config opts in (checkpoint.allow_pickle=true).
@@ -87,6 +101,7 @@ def run(cfg: DictConfig, ckpt_path: str | Path | None = None) -> dict[str, Any]:
         raise RuntimeError(f"no checkpoint was written (was {main_key} ever logged?); see {out}")
     state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=not trusted)
     module.load_state_dict(state["state_dict"])
+    check_weights(module, f"in the best checkpoint {checkpoint.best_model_path}")
     if state.get("global_step") == trainer.global_step == module.last_scores_step:
         # the best checkpoint is the model validated last, after its final step: same weights, same scores and
         # evaluator outputs, so a second pass over the dev set (minutes on SQuAD) would only repeat them
