@@ -73,3 +73,13 @@ def test_report_gives_mean_and_std_over_seeds():
     report = (plan.experiment_dir / "report.md").read_text()
     assert "## Over seeds" in report and f"{statistics.fmean(values):.4f} ± " in report
     assert json.loads((plan.experiment_dir / "report.json").read_text())["seeds"]["main"]["seeds"] == [1, 2]
+
+
+@pytest.mark.slow
+def test_compare_reads_every_seed_of_a_seeded_experiment(tmp_path):
+    from tmkd.analysis.runs import discover
+
+    plan = plan_for("experiment=finetune_quick", "seeds=[1,2]", *SMALL)
+    run_plan(plan, report=False)
+    folders, _ = discover([plan.experiment_dir])
+    assert sorted(folders) == sorted(plan.runs[f"main-s{s}"].out_dir for s in (1, 2))

@@ -23,6 +23,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from tmkd.pipeline import manifest
+from tmkd.pipeline.plan import base_name
 from tmkd.pipeline.predictions import read_predictions
 
 GROUPS = ("config", "experiment")
@@ -97,13 +98,14 @@ def final_runs(experiment_dir: Path) -> list[Path]:
     which grouping keeps apart)."""
     plan = json.loads((experiment_dir / "plan.json").read_text())
     final = plan.get("final")
-    listed = [Path(r["folder"]) for r in plan.get("runs", []) if r.get("name") == final]
+    stage = base_name(str(final))  # with a seeds axis the final stage runs as <stage>-s<seed>
+    listed = [Path(r["folder"]) for r in plan.get("runs", []) if base_name(str(r.get("name"))) == stage]
     if not listed:
         raise CompareError(f"{experiment_dir}/plan.json lists no run of its final stage {final!r}")
     found = list(listed)
     for parent in {p.parent for p in listed}:
-        found += sorted(p for p in parent.glob(f"{final}-*") if is_run(p) and p not in listed
-                        and (manifest.read(p) or {}).get("name", final) == final)
+        found += sorted(p for p in parent.glob(f"{stage}-*") if is_run(p) and p not in found
+                        and base_name(str((manifest.read(p) or {}).get("name", stage))) == stage)
     return found
 
 
