@@ -134,12 +134,22 @@ def markdown(plan: Plan, rows: list[dict[str, Any]], latency: dict[str, Any], pn
                       "speed-up = that model's latency / the student's (same harness, same threads)."]
     data = final.get("data") or {}
     lines += ["", f"Student data: {data.get('source', '?')}, rows {data.get('rows', '?')}, caps: train "
-                  f"{data.get('max_train_samples')}, eval {data.get('max_eval_samples')}."]
+                  f"{data.get('max_train_samples')}, eval {data.get('max_eval_samples')}; metrics on the "
+                  f"{scored_on(data)}."]
     lines += ["", *environment_lines(rows)]
     if png is not None:
         lines += ["", f"![dev metric against latency]({png.name})"]
     lines += ["", "Runs: " + ", ".join(f"`{r['name']}` -> {r['folder']}" for r in rows), ""]
     return "\n".join(lines)
+
+
+def scored_on(data: dict[str, Any]) -> str:
+    """What a run's metrics were measured on: the dev set, or the held-out part of train (``data.holdout``)."""
+    held = data.get("holdout") if data.get("eval") == "holdout" else None
+    if not held:
+        return "dev set"
+    return (f"held-out part of train ({held['fraction'] * 100:g}%, seed {held['seed']}, {held['rows']} rows), "
+            "not the dev set")
 
 
 def environment_lines(rows: list[dict[str, Any]]) -> list[str]:
@@ -179,12 +189,14 @@ def model_card(plan: Plan, rows: list[dict[str, Any]], latency: dict[str, Any]) 
         body.append(f"- **{r['name']}**: `{r['experiment']}` ({r['method']}) on {r['task']}; dev {r['metric']} = "
                     f"{r['value']:.4f}; teachers: {', '.join(r['teachers']) or 'none'}; data {data.get('source')}, "
                     f"rows {data.get('rows')}, train cap {data.get('max_train_samples')}, "
-                    f"eval cap {data.get('max_eval_samples')}")
+                    f"eval cap {data.get('max_eval_samples')}; scored on the {scored_on(data)}")
     body += ["", "## Teachers"]
     body += [f"- {r['name']}: `{r['experiment']}` on {r['task']}, dev {r['metric']} = {r['value']:.4f}, "
              f"{(r['params'] or 0) / 1e6:.1f}M params" for r in teachers if r["value"] is not None] or ["- none"]
-    body += ["", "## Dev metrics of this model", "", "```json", json.dumps(final["best"], indent=2, sort_keys=True),
-             "```", "", "Task: " + str(task_cfg.get("name")) + ". Train splits marked as capped or subsets above "
+    where = scored_on(final.get("data") or {})
+    body += ["", f"## Metrics of this model ({where})", "", "```json",
+             json.dumps(final["best"], indent=2, sort_keys=True), "```", "",
+             "Task: " + str(task_cfg.get("name")) + ". Train splits marked as capped or subsets above "
              "are partial: compare with other runs on the same data, not with full-data results.", "",
              "## Environment", "", *environment_lines(rows), "",
              "```python", *(["# transformers 5 has no question-answering pipeline; tmkd's answerer decodes spans",
