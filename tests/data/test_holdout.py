@@ -169,7 +169,7 @@ def test_teacher_runs_of_a_plan_get_the_same_holdout():
     assert not {r.hash for r in plan.runs.values()} & {r.hash for r in plain.runs.values()}
 
 
-def test_teachers_named_by_folder_are_checked_or_warned_about(tmp_path):
+def test_teachers_named_by_folder_are_checked_or_warned_about(tmp_path, caplog):
     def teacher_run(name: str, holdout: dict | None) -> str:
         folder = tmp_path / name
         (folder / "hf").mkdir(parents=True)
@@ -182,9 +182,12 @@ def test_teachers_named_by_folder_are_checked_or_warned_about(tmp_path):
     assert warn_teacher_holdout([{"name": "x", "name_or_path": "someone/hub-model"}], None) == []
     other = teacher_run("other", {"fraction": 0.1, "seed": 2})
     full = teacher_run("full", None)
-    warnings = warn_teacher_holdout([{"name": "other", "name_or_path": other}, {"name": "full", "name_or_path": full},
-                                     {"name": "hub", "name_or_path": "someone/hub-model"}], TENTH)
+    with caplog.at_level("WARNING"):
+        warnings = warn_teacher_holdout([{"name": "other", "name_or_path": other},
+                                         {"name": "full", "name_or_path": full},
+                                         {"name": "hub", "name_or_path": "someone/hub-model"}], TENTH)
     assert len(warnings) == 3 and all("held-out rows" in w for w in warnings)
+    assert all(w in caplog.text for w in warnings)
 
 
 def test_reports_say_where_the_scores_come_from():
@@ -208,3 +211,25 @@ def test_a_tiny_run_validates_on_the_held_out_part_and_records_it(compose_cfg, t
     assert data["holdout"] == {"fraction": 0.2, "seed": 0, "rows": 400, "train_rows": 64, "by": "label",
                                "note": "held-out part of train (20%, seed 0), not the dev set"}
     assert data["rows"][HOLDOUT_SPLIT] == 400 and metrics["train_examples"] == 64
+
+
+@pytest.mark.slow
+def test_a_distillation_plan_holds_out_the_same_rows_for_teachers_and_student_and_says_so(caplog):
+    from tmkd.cli import prepare_argv
+    from tmkd.pipeline.compose import compose_run
+    from tmkd.pipeline.plan import build_plan
+    from tmkd.pipeline.runner import run_plan
+
+    overrides = prepare_argv(["experiment=m_o_1_quick", "data.holdout.fraction=0.2", "data.max_train_samples=48",
+                              "data.max_eval_samples=64", "trainer.max_epochs=1", "logger=none",
+                              "report.latency=false", "trainer.enable_progress_bar=false", "checkpoint.export=true"])
+    plan = build_plan(compose_run(overrides), overrides)
+    with caplog.at_level("WARNING"):
+        run_plan(plan)
+    assert "held-out rows" not in caplog.text  # the planned teachers trained with the same holdout
+    for run in plan.runs.values():
+        data = json.loads((run.out_dir / "metrics.json").read_text())["data"]
+        assert data["eval"] == HOLDOUT_SPLIT and data["holdout"]["fraction"] == 0.2, run.name
+    where = "held-out part of train (20%, seed 0, 64 rows), not the dev set"
+    assert where in (plan.experiment_dir / "report.md").read_text()
+    assert where in (plan.experiment_dir / "student" / "README.md").read_text()
