@@ -233,3 +233,14 @@ def test_a_distillation_plan_holds_out_the_same_rows_for_teachers_and_student_an
     where = "held-out part of train (20%, seed 0, 64 rows), not the dev set"
     assert where in (plan.experiment_dir / "report.md").read_text()
     assert where in (plan.experiment_dir / "student" / "README.md").read_text()
+
+
+def test_report_latency_texts_come_from_the_held_out_part_when_the_dev_set_is_off_limits(tmp_path):
+    from tmkd.bench.latency import load_texts
+
+    root = write_local_train_only(tmp_path / "data", SYNTH)
+    texts = load_texts(dataclasses.replace(SYNTH, synthetic=None), root, rows=5, holdout=TENTH)
+    held = load_splits(SYNTH, holdout=TENTH)[HOLDOUT_SPLIT].select(range(5))
+    assert texts == list(zip(held["sentence1"], held["sentence2"], strict=True))
+    with pytest.raises(DataError, match="validation"):
+        load_texts(dataclasses.replace(SYNTH, synthetic=None), root, rows=5)

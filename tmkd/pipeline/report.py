@@ -63,13 +63,16 @@ def collect_rows(plan: Plan, results: dict[str, dict[str, Any]]) -> list[dict[st
 
 
 def measure_latencies(rows: list[dict[str, Any]], plan: Plan, options: dict[str, Any]) -> dict[str, Any]:
-    """Latency at each batch size for the student and the final stage's teachers, on the final task's dev texts."""
+    """Latency at each batch size for the student and the final stage's teachers, on the final task's dev texts
+    (held-out texts of train with ``data.holdout``: the dev set stays unread)."""
     from tmkd.bench.latency import load_texts, model_latency
+    from tmkd.data.holdout import Holdout
     from tmkd.data.tasks import get_task
 
     final = plan.runs[plan.final]
     task_cfg = final.config["task"]
-    texts = load_texts(task_cfg, final.config["data"].get("dir"), rows=int(options.get("rows", 64)))
+    holdout = Holdout.from_config(final.config["data"].get("holdout"))
+    texts = load_texts(task_cfg, final.config["data"].get("dir"), rows=int(options.get("rows", 64)), holdout=holdout)
     task = get_task(task_cfg["name"], **{k: v for k, v in task_cfg.items() if k != "name"})
     max_length = int(final.config["data"].get("max_length") or task.max_length)
     measured = {}
@@ -129,7 +132,8 @@ def markdown(plan: Plan, rows: list[dict[str, Any]], latency: dict[str, Any], pn
         lines.append("| " + " | ".join(cells) + " |")
     if latency:
         env = next(iter(latency.values())).get("env", {})
-        lines += ["", f"Latency: {env.get('rows', '?')} dev texts of {rows_task(rows)}, dynamic padding, "
+        texts = "held-out train" if (final.get("data") or {}).get("eval") == "holdout" else "dev"
+        lines += ["", f"Latency: {env.get('rows', '?')} {texts} texts of {rows_task(rows)}, dynamic padding, "
                       f"{env.get('threads', '?')} thread(s), torch {env.get('torch', '?')}, {env.get('cpu', '?')}; "
                       "speed-up = that model's latency / the student's (same harness, same threads)."]
     data = final.get("data") or {}
