@@ -77,10 +77,12 @@ def torch_threads(threads: int | None) -> Iterator[int]:
 # --- inputs ------------------------------------------------------------------------------------------------------
 
 
-def load_texts(task: Any, data_dir: str | os.PathLike | None = None, rows: int = 256) -> list[tuple[str, ...]]:
+def load_texts(task: Any, data_dir: str | os.PathLike | None = None, rows: int = 256,
+               holdout: Any = None) -> list[tuple[str, ...]]:
     """The first ``rows`` rows of the task's first dev split, as tuples of its text columns.
 
     ``task``: a name, a :class:`~tmkd.data.TaskSpec`, or a config node / mapping with ``name`` and overrides.
+    ``holdout`` (a :class:`~tmkd.data.holdout.Holdout`): the held-out part of train instead, the dev set unread.
     """
     from tmkd.data import TaskSpec, get_task, load_splits
 
@@ -96,7 +98,11 @@ def load_texts(task: Any, data_dir: str | os.PathLike | None = None, rows: int =
         spec = get_task(node.pop("name"), **node)
     if rows < 1:
         raise ValueError(f"rows must be >= 1, got {rows}")
-    split = load_splits(spec, data_dir, max_train_samples=1, max_eval_samples=rows)[spec.eval_splits[0]]
+    from tmkd.data.holdout import holdout_task
+
+    spec = holdout_task(spec, holdout)
+    loaded = load_splits(spec, data_dir, max_train_samples=1, max_eval_samples=rows, holdout=holdout)
+    split = loaded[spec.eval_splits[0]]
     return list(zip(*(split[c] for c in spec.text_columns), strict=True))
 
 

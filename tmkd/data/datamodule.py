@@ -10,6 +10,7 @@ from datasets import Dataset, DatasetDict
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
+from tmkd.data.holdout import HOLDOUT_SPLIT, Holdout, group_by, holdout_task
 from tmkd.data.kinds import get_kind
 from tmkd.data.loading import load_splits
 from tmkd.data.sampling import EpochSampler
@@ -22,15 +23,19 @@ STUDENT = "student"
 class SplitsDataModule(pl.LightningDataModule):
     """What every tmkd datamodule shares: a task's splits, loaded (validated, capped: :func:`load_splits`) once,
     the batch options, and ``raw`` / ``encoded``, which ``train.run`` counts and reports and from which teachers'
-    soft targets are computed. Subclasses say how rows become batches."""
+    soft targets are computed. Subclasses say how rows become batches.
+
+    With ``holdout`` (:mod:`tmkd.data.holdout`) ``task``'s eval splits become the one ``holdout`` split, cut from
+    train; the dev splits are never loaded."""
 
     def __init__(self, task: TaskSpec, data_dir: str | None = None, batch_size: int = 32, eval_batch_size: int = 64,
                  max_train_samples: int | None = None, max_eval_samples: int | None = None, num_workers: int = 0,
-                 seed: int = 0) -> None:
+                 seed: int = 0, holdout: Holdout | None = None) -> None:
         super().__init__()
         if batch_size <= 0 or eval_batch_size <= 0:
             raise ValueError(f"batch sizes must be positive, got {batch_size} and {eval_batch_size}")
-        self.task = task
+        self.task = holdout_task(task, holdout)
+        self.holdout = holdout
         self.data_dir = data_dir
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
@@ -42,8 +47,21 @@ class SplitsDataModule(pl.LightningDataModule):
         self.encoded: dict[str, Dataset] = {}
 
     def load_raw(self) -> DatasetDict:
-        self.raw = load_splits(self.task, self.data_dir, self.max_train_samples, self.max_eval_samples, self.seed)
+        self.raw = load_splits(self.task, self.data_dir, self.max_train_samples, self.max_eval_samples, self.seed,
+                               holdout=self.holdout)
         return self.raw
+
+    def eval_facts(self) -> dict[str, Any]:
+        """Where this run's scores come from, for metrics.json's ``data``: ``{"eval": "dev"}``, or
+        ``{"eval": "holdout", "holdout": {fraction, seed, rows, train_rows, by, note}}`` (``by``: the label / title
+        / context column the rows were drawn by, null = at random; ``train_rows``: train' after the cut and cap)."""
+        if self.holdout is None or self.raw is None:
+            return {"eval": "dev"}
+        held = self.raw[self.task.eval_splits[0]]
+        return {"eval": HOLDOUT_SPLIT, "holdout": {
+            "fraction": self.holdout.fraction, "seed": self.holdout.seed, "rows": len(held),
+            "train_rows": len(self.raw[self.task.train_split]), "by": group_by(held, self.task),
+            "note": self.holdout.describe()}}
 
 
 class TaskDataModule(SplitsDataModule):
@@ -75,15 +93,16 @@ class TaskDataModule(SplitsDataModule):
         group_by_length: bool = True,
         num_workers: int = 0,
         seed: int = 0,
+        holdout: Holdout | None = None,
     ) -> None:
         if not tokenizers:
             raise ValueError("TaskDataModule needs at least one tokenizer")
         super().__init__(task, data_dir, batch_size, eval_batch_size, max_train_samples, max_eval_samples,
-                         num_workers, seed)
+                         num_workers, seed, holdout)
         self.tokenizers = dict(tokenizers)
-        self.max_length = max_length or task.max_length
+        self.max_length = max_length or self.task.max_length
         self.group_by_length = group_by_length
-        self.kind = get_kind(task.kind)
+        self.kind = get_kind(self.task.kind)
         self.collator = self.kind.collator(self.tokenizers)
 
     @property

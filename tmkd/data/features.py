@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
 from tmkd.data.datamodule import SplitsDataModule
+from tmkd.data.holdout import Holdout
 from tmkd.data.sampling import EpochSampler
 from tmkd.data.tasks import TaskSpec
 from tmkd.features import CachedFeatureDataset, FeatureStore
@@ -42,9 +43,10 @@ class FeatureDataModule(SplitsDataModule):
 
     def __init__(self, task: TaskSpec, store: FeatureStore, data_dir: str | None = None, batch_size: int = 32,
                  eval_batch_size: int = 64, max_train_samples: int | None = None,
-                 max_eval_samples: int | None = None, num_workers: int = 0, seed: int = 0) -> None:
+                 max_eval_samples: int | None = None, num_workers: int = 0, seed: int = 0,
+                 holdout: Holdout | None = None) -> None:
         super().__init__(task, data_dir, batch_size, eval_batch_size, max_train_samples, max_eval_samples,
-                         num_workers, seed)
+                         num_workers, seed, holdout)
         self.store = store
         self.features: dict[str, CachedFeatureDataset] = {}
         self.load_seconds = 0.0

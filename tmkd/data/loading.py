@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import datasets
 import pyarrow.parquet as pq
 from datasets import Dataset, DatasetDict
 
+from tmkd.data.holdout import HOLDOUT_SPLIT, Holdout, split_train
 from tmkd.data.kinds import KindDataError, get_kind
 from tmkd.data.tasks import TaskSpec
 
@@ -107,15 +109,22 @@ def load_splits(
     max_train_samples: int | None = None,
     max_eval_samples: int | None = None,
     seed: int = 0,
+    holdout: Holdout | None = None,
 ) -> DatasetDict:
     """The task's train and eval splits, validated, capped, with a ``row_id`` column (0..n-1).
 
     ``row_id`` is each row's position in the capped split; soft-target caches are indexed by it.
     A train cap takes a seeded random subset (files can be sorted by label); eval caps take the head.
+
+    With ``holdout`` only the train split is read: it is cut (:mod:`tmkd.data.holdout`) into train' and
+    ``holdout``, which are returned instead of the train and eval splits. Caps apply after the cut: the train cap
+    to train', the eval cap to ``holdout``, so capping never moves a row from one part to the other.
     """
-    splits = [task.train_split, *task.eval_splits]
+    splits = [task.train_split] if holdout is not None else [task.train_split, *task.eval_splits]
     if task.synthetic is not None:
-        folder = get_kind(task.kind).materialise(task)
+        # with holdout on, the generated dev file keeps its usual name (it is written, never read)
+        source = task if holdout is None else replace(task, eval_splits=("validation",))
+        folder = get_kind(task.kind).materialise(source)
         raw = _load_local(folder, splits)
     else:
         root = resolve_data_dir(data_dir)
@@ -123,9 +132,14 @@ def load_splits(
             raw = _load_local(root / (task.local_path or task.name), splits)
         else:
             raw = _load_hub(task, splits)
+    validated = {split: validate_split(raw[split], task, split) for split in splits}
+    if holdout is not None:
+        validated[task.train_split], validated[HOLDOUT_SPLIT] = split_train(validated[task.train_split], task, holdout)
+        log.info("%s: held out %d of %d train rows (%s); the dev set is not loaded", task.name,
+                 len(validated[HOLDOUT_SPLIT]), len(validated[HOLDOUT_SPLIT]) + len(validated[task.train_split]),
+                 holdout.describe())
     out = {}
-    for split in splits:
-        ds = validate_split(raw[split], task, split)
+    for split, ds in validated.items():
         cap = max_train_samples if split == task.train_split else max_eval_samples
         if cap is not None:
             if cap <= 0:

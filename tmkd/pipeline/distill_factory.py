@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from tmkd.data.datamodule import STUDENT
+from tmkd.data.holdout import Holdout
 from tmkd.data.tasks import TaskSpec
 from tmkd.distill.aggregators import build_aggregator
 from tmkd.distill.ensemble import Teacher, TeacherEnsemble
@@ -18,7 +20,7 @@ from tmkd.models.build import ModelSpec, build_model
 from tmkd.modules.base import OptimConfig
 from tmkd.modules.distill import MODULES, DistillConfig, DistillModule
 from tmkd.modules.prune import PRUNE, PruneSettings
-from tmkd.pipeline.factory import plain
+from tmkd.pipeline.factory import build_holdout, plain
 
 log = logging.getLogger(__name__)
 TEACHER_KEYS = {"name", "weight", "run"}
@@ -55,6 +57,33 @@ def build_teacher_model(spec: dict[str, Any], task: TaskSpec, name: str
         raise ValueError(f"teacher {name!r}: {spec['name_or_path']} is a saved adapter; {other} apply to HF "
                          "models only (an adapter runs with the encoder and tokenizer it was trained on)")
     return load_adapter_teacher(export, task)
+
+
+def warn_teacher_holdout(specs: list[dict[str, Any]], holdout: Holdout | None) -> list[str]:
+    """With ``data.holdout`` on, a teacher that trained on the held-out rows leaks their labels into the soft
+    targets, and held-out scores then flatter the student. Teachers the planner trains get the same ``data.*``
+    overrides (so the same holdout); a teacher named by folder or hub id is the user's responsibility: warn unless
+    its run folder's config.yaml shows the same holdout. Returns the warnings (also logged)."""
+    if holdout is None:
+        return []
+    warnings = []
+    for i, spec in enumerate(specs):
+        name, where = spec.get("name") or f"t{i}", spec.get("name_or_path")
+        saved = next((Path(d) / "config.yaml" for d in ((where, Path(where).parent) if where else ())
+                      if (Path(d) / "config.yaml").is_file()), None)
+        if saved is None:
+            warnings.append(f"teacher {name!r} ({where or 'no name_or_path'}) is not a tmkd run "
+                            f"folder: make sure it did not train on the held-out rows ({holdout.describe()}), or "
+                            "its soft targets leak their labels")
+            continue
+        theirs = Holdout.from_config((OmegaConf.load(saved).get("data") or {}).get("holdout"))
+        if theirs != holdout:
+            warnings.append(f"teacher {name!r} ({saved.parent}) was trained with data.holdout {theirs}, this run "
+                            f"holds out {holdout}: it may have trained on the held-out rows, whose labels its "
+                            "soft targets then leak; train it with the same data.holdout")
+    for w in warnings:
+        log.warning(w)
+    return warnings
 
 
 def select_teachers(specs: list[dict[str, Any]], names: list[str] | None) -> list[dict[str, Any]]:
@@ -94,7 +123,9 @@ def build_distill_module(cfg: DictConfig, task: TaskSpec, model: PreTrainedModel
         raise ValueError(f"unknown method {cfg.method!r}; valid: finetune, adapter, {', '.join(MODULES)}")
     node = plain(cfg.distill)
     dcfg = distill_config(node)
-    ensemble = build_teachers(select_teachers(node["teachers"], node.get("use_teachers")), task)
+    specs = select_teachers(node["teachers"], node.get("use_teachers"))
+    warn_teacher_holdout(specs, build_holdout(cfg))
+    ensemble = build_teachers(specs, task)
     agg_node = dict(node["aggregator"])
     agg_name = agg_node.pop("name")
     if agg_name == "weighted" and agg_node.get("weights") is None:

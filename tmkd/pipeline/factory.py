@@ -9,6 +9,7 @@ from transformers import PreTrainedTokenizerBase
 
 from tmkd.data.datamodule import STUDENT, TaskDataModule
 from tmkd.data.features import FeatureDataModule, FeatureViews
+from tmkd.data.holdout import Holdout, holdout_task
 from tmkd.data.tasks import TaskSpec, get_task
 from tmkd.models.build import ModelSpec, build_model
 from tmkd.modules.base import ClassifierModule, FineTuneModule, OptimConfig
@@ -22,8 +23,13 @@ def plain(node: Any) -> Any:
 
 
 def build_task(cfg: DictConfig) -> TaskSpec:
+    """The configured task; with ``data.holdout`` its eval splits are the held-out part of train."""
     overrides = {k: v for k, v in plain(cfg.task).items() if k != "name"}
-    return get_task(cfg.task.name, **overrides)
+    return holdout_task(get_task(cfg.task.name, **overrides), build_holdout(cfg))
+
+
+def build_holdout(cfg: DictConfig) -> Holdout | None:
+    return Holdout.from_config(plain(cfg.data.get("holdout")))
 
 
 def build_module(cfg: DictConfig, task: TaskSpec) -> tuple[ClassifierModule, dict[str, PreTrainedTokenizerBase]]:
@@ -52,11 +58,11 @@ def build_datamodule(cfg: DictConfig, task: TaskSpec, tokenizers: dict[str, PreT
         features = FeatureDataModule(  # before train.run starts timing the fit (the pass is timed on its own)
             task, tokenizers.store, data_dir=d.dir, batch_size=d.batch_size, eval_batch_size=d.eval_batch_size,
             max_train_samples=d.max_train_samples, max_eval_samples=d.max_eval_samples, num_workers=d.num_workers,
-            seed=cfg.seed)
+            seed=cfg.seed, holdout=build_holdout(cfg))
         features.prepare()
         return features
     return TaskDataModule(
         task, tokenizers, data_dir=d.dir, batch_size=d.batch_size, eval_batch_size=d.eval_batch_size,
         max_length=d.max_length, max_train_samples=d.max_train_samples, max_eval_samples=d.max_eval_samples,
-        group_by_length=d.group_by_length, num_workers=d.num_workers, seed=cfg.seed,
+        group_by_length=d.group_by_length, num_workers=d.num_workers, seed=cfg.seed, holdout=build_holdout(cfg),
     )

@@ -29,17 +29,33 @@ VOLATILE_KEYS = (
 )
 
 
+# Options added after runs existed, as (node, leaf): the node is left out of the identity while the leaf is null
+# (the option is off), so adding them did not change the hash, and force a rerun, of every earlier run.
+OFF_WHEN_NULL = (("data.holdout", "fraction"),)
+
+
 def identity(config: dict[str, Any]) -> dict[str, Any]:
-    """The part of a resolved run config that determines its result (a deep copy without VOLATILE_KEYS)."""
+    """The part of a resolved run config that determines its result (a deep copy without VOLATILE_KEYS, nor
+    options that are off: OFF_WHEN_NULL)."""
     out = json.loads(json.dumps(config, default=str))
+    for dotted, leaf in OFF_WHEN_NULL:
+        parent, name = _parent(out, dotted)
+        if isinstance(parent, dict) and isinstance(parent.get(name), dict) and parent[name].get(leaf) is None:
+            parent.pop(name)
     for dotted in VOLATILE_KEYS:
-        *parents, leaf = dotted.split(".")
-        node: Any = out
-        for p in parents:
-            node = node.get(p) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node.pop(leaf, None)
+        parent, name = _parent(out, dotted)
+        if isinstance(parent, dict):
+            parent.pop(name, None)
     return out
+
+
+def _parent(tree: dict[str, Any], dotted: str) -> tuple[Any, str]:
+    """(the node holding ``dotted``'s last key, or None where the path breaks off; that key)."""
+    *parents, leaf = dotted.split(".")
+    node: Any = tree
+    for p in parents:
+        node = node.get(p) if isinstance(node, dict) else None
+    return node, leaf
 
 
 def config_hash(ident: dict[str, Any]) -> str:

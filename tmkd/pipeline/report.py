@@ -64,13 +64,16 @@ def collect_rows(plan: Plan, results: dict[str, dict[str, Any]]) -> list[dict[st
 
 
 def measure_latencies(rows: list[dict[str, Any]], plan: Plan, options: dict[str, Any]) -> dict[str, Any]:
-    """Latency at each batch size for the student and the final stage's teachers, on the final task's dev texts."""
+    """Latency at each batch size for the student and the final stage's teachers, on the final task's dev texts
+    (held-out texts of train with ``data.holdout``: the dev set stays unread)."""
     from tmkd.bench.latency import load_texts, model_latency
+    from tmkd.data.holdout import Holdout
     from tmkd.data.tasks import get_task
 
     final = plan.runs[plan.final]
     task_cfg = final.config["task"]
-    texts = load_texts(task_cfg, final.config["data"].get("dir"), rows=int(options.get("rows", 64)))
+    holdout = Holdout.from_config(final.config["data"].get("holdout"))
+    texts = load_texts(task_cfg, final.config["data"].get("dir"), rows=int(options.get("rows", 64)), holdout=holdout)
     task = get_task(task_cfg["name"], **{k: v for k, v in task_cfg.items() if k != "name"})
     max_length = int(final.config["data"].get("max_length") or task.max_length)
     measured = {}
@@ -130,17 +133,28 @@ def markdown(plan: Plan, rows: list[dict[str, Any]], latency: dict[str, Any], pn
         lines.append("| " + " | ".join(cells) + " |")
     if latency:
         env = next(iter(latency.values())).get("env", {})
-        lines += ["", f"Latency: {env.get('rows', '?')} dev texts of {rows_task(rows)}, dynamic padding, "
+        texts = "held-out train" if (final.get("data") or {}).get("eval") == "holdout" else "dev"
+        lines += ["", f"Latency: {env.get('rows', '?')} {texts} texts of {rows_task(rows)}, dynamic padding, "
                       f"{env.get('threads', '?')} thread(s), torch {env.get('torch', '?')}, {env.get('cpu', '?')}; "
                       "speed-up = that model's latency / the student's (same harness, same threads)."]
     data = final.get("data") or {}
     lines += ["", f"Student data: {data.get('source', '?')}, rows {data.get('rows', '?')}, caps: train "
-                  f"{data.get('max_train_samples')}, eval {data.get('max_eval_samples')}."]
+                  f"{data.get('max_train_samples')}, eval {data.get('max_eval_samples')}; metrics on the "
+                  f"{scored_on(data)}."]
     lines += ["", *environment_lines(rows)]
     if png is not None:
         lines += ["", f"![dev metric against latency]({png.name})"]
     lines += ["", "Runs: " + ", ".join(f"`{r['name']}` -> {r['folder']}" for r in rows), ""]
     return "\n".join(lines)
+
+
+def scored_on(data: dict[str, Any]) -> str:
+    """What a run's metrics were measured on: the dev set, or the held-out part of train (``data.holdout``)."""
+    held = data.get("holdout") if data.get("eval") == "holdout" else None
+    if not held:
+        return "dev set"
+    return (f"held-out part of train ({held['fraction'] * 100:g}%, seed {held['seed']}, {held['rows']} rows), "
+            "not the dev set")
 
 
 def environment_lines(rows: list[dict[str, Any]]) -> list[str]:
@@ -195,12 +209,14 @@ def model_card(plan: Plan, rows: list[dict[str, Any]], latency: dict[str, Any]) 
         body.append(f"- **{r['name']}**: `{r['experiment']}` ({r['method']}) on {r['task']}; dev {r['metric']} = "
                     f"{r['value']:.4f}; teachers: {', '.join(r['teachers']) or 'none'}; data {data.get('source')}, "
                     f"rows {data.get('rows')}, train cap {data.get('max_train_samples')}, "
-                    f"eval cap {data.get('max_eval_samples')}")
+                    f"eval cap {data.get('max_eval_samples')}; scored on the {scored_on(data)}")
     body += ["", "## Teachers"]
     body += [f"- {r['name']}: `{r['experiment']}` on {r['task']}, dev {r['metric']} = {r['value']:.4f}, "
              f"{(r['params'] or 0) / 1e6:.1f}M params" for r in teachers if r["value"] is not None] or ["- none"]
-    body += ["", "## Dev metrics of this model", "", "```json", json.dumps(final["best"], indent=2, sort_keys=True),
-             "```", "", "Task: " + str(task_cfg.get("name")) + ". Train splits marked as capped or subsets above "
+    where = scored_on(final.get("data") or {})
+    body += ["", f"## Metrics of this model ({where})", "", "```json",
+             json.dumps(final["best"], indent=2, sort_keys=True), "```", "",
+             "Task: " + str(task_cfg.get("name")) + ". Train splits marked as capped or subsets above "
              "are partial: compare with other runs on the same data, not with full-data results.", "",
              "## Environment", "", *environment_lines(rows), "",
              "```python", *(["# transformers 5 has no question-answering pipeline; tmkd's answerer decodes spans",

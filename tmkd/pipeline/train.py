@@ -138,11 +138,13 @@ def run(cfg: DictConfig, ckpt_path: str | Path | None = None) -> dict[str, Any]:
 
 
 def data_provenance(cfg: DictConfig, datamodule: Any) -> dict[str, Any]:
-    """Which data a run saw: source, rows per split, caps (for reports and model cards)."""
+    """Which data a run saw: source, rows per split, caps, what it was scored on (dev set or held-out part of
+    train: ``eval``; for reports and model cards)."""
     d = cfg.data
     source = "synthetic (generated)" if datamodule.task.synthetic is not None else d.dir or "hub"
     return {"source": source, "rows": {s: len(ds) for s, ds in datamodule.encoded.items()},
-            "max_train_samples": d.max_train_samples, "max_eval_samples": d.max_eval_samples}
+            "max_train_samples": d.max_train_samples, "max_eval_samples": d.max_eval_samples,
+            **(datamodule.eval_facts() if hasattr(datamodule, "eval_facts") else {"eval": "dev"})}
 
 
 def optimized(metrics: dict[str, Any], key: str) -> float:
