@@ -12,9 +12,8 @@ from tmkd.pipeline import manifest
 from tmkd.pipeline.compose import compose_run
 from tmkd.pipeline.plan import build_plan, status_of
 from tmkd.pipeline.runner import Interrupted, run_plan
-from tmkd.pipeline.train import EpochSeed
+from tmkd.pipeline.train import EpochSeed, LastCheckpoint
 
-pytestmark = pytest.mark.slow
 # 400 rows in batches of 32: 13 batches (steps) per epoch; last.ckpt every 4 steps, never on an epoch's last batch
 ARGS = ["experiment=finetune_quick", "data.max_train_samples=400", "data.max_eval_samples=200",
         "trainer.max_epochs=2", "logger=none", "trainer.enable_progress_bar=false", "report.latency=false",
@@ -43,6 +42,16 @@ def _weights(ckpt: Path) -> dict[str, torch.Tensor]:
     return torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
 
 
+def test_mid_epoch_checkpoint_options_are_checked(tmp_path):
+    with pytest.raises(ValueError, match="not both"):
+        LastCheckpoint(tmp_path, minutes=10, steps=4)
+    with pytest.raises(ValueError, match="positive or null"):
+        LastCheckpoint(tmp_path, minutes=0)
+    with pytest.raises(ValueError, match="positive or null"):
+        LastCheckpoint(tmp_path, steps=-1)
+    assert LastCheckpoint(tmp_path)._train_time_interval is None
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory: pytest.TempPathFactory):
     """The run never stopped, without mid-epoch checkpoints (same hash: checkpoint.* is not part of it)."""
@@ -53,9 +62,14 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory):
         metrics = run_plan(plan, report=False)["main"]
     finally:
         mp.undo()
+    # last.ckpt is the final state even though the second epoch may not improve on the first (Lightning's
+    # save_last alone writes it only with a new best)
+    last = torch.load(plan.runs["main"].out_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["global_step"] == 2 * 13
     return plan.runs["main"], metrics
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("stop", "saved", "epoch", "batches"), [(6, 4, 0, 4), (18, 16, 1, 3)],
                          ids=["first_epoch", "second_epoch"])
 def test_a_run_stopped_mid_epoch_resumes_to_the_same_metrics_and_weights(monkeypatch, uninterrupted, stop, saved,
