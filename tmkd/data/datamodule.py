@@ -13,7 +13,7 @@ from transformers import PreTrainedTokenizerBase
 from tmkd.data.holdout import HOLDOUT_SPLIT, Holdout, group_by, holdout_task
 from tmkd.data.kinds import get_kind
 from tmkd.data.loading import load_splits
-from tmkd.data.sampling import EpochSampler
+from tmkd.data.sampling import EpochSampler, ResumableLoader
 from tmkd.data.tasks import TaskSpec
 from tmkd.data.tokenize import view_lengths
 
@@ -76,7 +76,8 @@ class TaskDataModule(SplitsDataModule):
     run online. ``group_by_length`` (the default) batches similar lengths together (HF's megabatch grouping),
     which cuts padding a lot on tasks with very uneven lengths such as RTE (``python -m tmkd.bench.train_step``:
     more examples per second at the same dev accuracy). The training order depends on the seed and the epoch only
-    (:class:`EpochSampler`), so resumed runs repeat it exactly. Validation batches are sorted by length
+    (:class:`EpochSampler`) and a checkpoint records the position within the epoch (:class:`ResumableLoader`), so
+    resumed runs repeat it exactly, also from a checkpoint written mid-epoch. Validation batches are sorted by length
     (:meth:`val_dataloader`); :meth:`split_loader` keeps row order.
     """
 
@@ -118,11 +119,12 @@ class TaskDataModule(SplitsDataModule):
 
     def _loader(self, ds: Dataset, batch_size: int, train: bool) -> DataLoader:
         sampler: Any = None
-        if train:
+        loader = DataLoader
+        if train:  # order = f(seed, epoch), position within the epoch restored from checkpoints
             lengths = view_lengths(ds, self.main_view) if self.group_by_length else None
-            sampler = EpochSampler(len(ds), self.seed, lengths, batch_size)
-        return DataLoader(ds, batch_size=batch_size, sampler=sampler, collate_fn=self.collator,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+            sampler, loader = EpochSampler(len(ds), self.seed, lengths, batch_size), ResumableLoader
+        return loader(ds, batch_size=batch_size, sampler=sampler, collate_fn=self.collator,
+                      num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.encoded[self.task.train_split], self.batch_size, train=True)

@@ -16,7 +16,7 @@ from transformers import PreTrainedTokenizerBase
 
 from tmkd.data.datamodule import SplitsDataModule
 from tmkd.data.holdout import Holdout
-from tmkd.data.sampling import EpochSampler
+from tmkd.data.sampling import EpochSampler, ResumableLoader
 from tmkd.data.tasks import TaskSpec
 from tmkd.features import CachedFeatureDataset, FeatureStore
 
@@ -76,8 +76,9 @@ class FeatureDataModule(SplitsDataModule):
 
     def _loader(self, ds: CachedFeatureDataset, batch_size: int, train: bool) -> DataLoader:
         sampler: Any = EpochSampler(len(ds), self.seed) if train else None  # order = f(seed, epoch): resumable
-        return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+        loader = ResumableLoader if train else DataLoader  # ... also from a mid-epoch checkpoint
+        return loader(ds, batch_size=batch_size, sampler=sampler, num_workers=self.num_workers,
+                      persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.features[self.task.train_split], self.batch_size, train=True)

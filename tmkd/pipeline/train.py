@@ -1,8 +1,9 @@
 """One run end to end: build, fit (or resume), keep the best checkpoint, evaluate it, export it, write metrics.
 
 Epochs are reproducible on their own: the data order (see TaskDataModule) and the dropout RNG of epoch
-``e`` depend only on the seed and ``e``, so a run resumed from its last checkpoint ends with the same
-metrics as one that was never interrupted.
+``e`` depend only on the seed and ``e``, and the training loader restores its position within an epoch
+(:class:`tmkd.data.sampling.ResumableLoader`), so a run resumed from its last checkpoint, written at an epoch
+end or mid-epoch (:class:`LastCheckpoint`), ends with the same metrics as one that was never interrupted.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,9 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.plugins import CheckpointIO
+from pytorch_lightning.trainer.states import TrainerFn
 
+from tmkd.data.sampling import ResumableLoader
 from tmkd.pipeline.checks import AtomicCheckpointIO, FiniteChecks, check_weights
 from tmkd.pipeline.export import export_hf, write_json
 from tmkd.pipeline.factory import build_datamodule, build_module, build_task, plain
@@ -51,6 +55,88 @@ class EpochSeed(pl.Callback):
         torch.manual_seed((self.seed * 1_000_003 + trainer.current_epoch) * 100_003 + batch_idx)
 
 
+class LoaderPosition(pl.Callback):
+    """Hands a checkpoint's training-loader position (:class:`tmkd.data.sampling.ResumableLoader`) to the loader.
+
+    Lightning restores stateful loaders only when it builds the train loader after restoring the loops; our
+    modules' ``configure_optimizers`` read ``trainer.estimated_stepping_batches``, which builds it before, so
+    Lightning drops the position (Lightning 2.6) and a mid-epoch resume would restart its epoch at batch 0. The
+    loader draws its first batch after ``on_train_start``, so loading the position there is in time."""
+
+    def __init__(self) -> None:
+        self.states: list[dict[str, Any]] = []
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        fit_loop = checkpoint.get("loops", {}).get("fit_loop", {})
+        self.states = list(fit_loop.get("state_dict", {}).get("combined_loader", []))
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        states, self.states = self.states, []
+        if not states:
+            return
+        loaders = trainer.train_dataloader
+        stateful = [dl for dl in (loaders if isinstance(loaders, (list, tuple)) else [loaders])
+                    if isinstance(dl, ResumableLoader)]
+        if len(stateful) != len(states):
+            raise RuntimeError(f"the checkpoint holds {len(states)} training-loader positions, the run has "
+                               f"{len(stateful)} resumable loaders")
+        for loader, state in zip(stateful, states, strict=True):
+            loader.load_state_dict(state)
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """Owns last.ckpt, the full state an interrupted run resumes from: written after every epoch's validation
+    (or at the epoch end when the epoch has none), and mid-epoch every ``minutes`` of training
+    (``checkpoint.every_minutes``, Lightning's ``train_time_interval``) or every ``steps`` optimizer steps
+    (``checkpoint.every_n_steps``, deterministic: for tests), so a process stopped late in a long epoch resumes
+    from there.
+
+    A callback of its own beside the one that keeps best.ckpt: Lightning 2.6's ``save_last`` writes last.ckpt only
+    when that callback saves a new best (a run that stops improving would resume from its last best epoch), and
+    ``train_time_interval`` / ``every_n_train_steps`` replace saving after each validation (they are exclusive with
+    ``every_n_epochs``) and would save the monitored best from stale metrics mid-epoch. This one writes only
+    last.ckpt (``save_top_k=0``, no monitor, no ``last-v1``), never on an epoch's last batch (the epoch-end save
+    follows after validation; a checkpoint between the two would resume past that validation).
+    """
+
+    def __init__(self, dirpath: Path, minutes: float | None = None, steps: int | None = None,
+                 weights_only: bool = False) -> None:
+        if minutes is not None and steps is not None:
+            raise ValueError(f"set one of checkpoint.every_minutes ({minutes}) and checkpoint.every_n_steps "
+                             f"({steps}), not both")
+        if (minutes is not None and minutes <= 0) or (steps is not None and steps <= 0):
+            raise ValueError(f"checkpoint.every_minutes / every_n_steps must be positive or null, got {minutes} / "
+                             f"{steps}")
+        super().__init__(dirpath=dirpath, monitor=None, save_top_k=0, save_last=True, enable_version_counter=False,
+                         save_weights_only=weights_only, every_n_train_steps=steps,
+                         train_time_interval=timedelta(minutes=minutes) if minutes is not None else None)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._epoch_end_due(trainer) and self._should_save_on_train_epoch_end(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._epoch_end_due(trainer) and not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    @staticmethod
+    def _epoch_end_due(trainer: pl.Trainer) -> bool:
+        return trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking and not trainer.fast_dev_run
+
+
+def last_checkpoint(cfg: DictConfig, dirpath: Path) -> LastCheckpoint:
+    """last.ckpt as the config asks: mid-epoch every ``checkpoint.every_minutes`` or ``every_n_steps`` too."""
+    minutes, steps = cfg.checkpoint.get("every_minutes"), cfg.checkpoint.get("every_n_steps")
+    return LastCheckpoint(dirpath, None if minutes is None else float(minutes), None if steps is None else int(steps),
+                          cfg.checkpoint.save_weights_only)
+
+
 def read_metrics(out: Path) -> dict[str, Any]:
     path = Path(out) / "metrics.json"
     try:
@@ -74,13 +160,15 @@ def run(cfg: DictConfig, ckpt_path: str | Path | None = None) -> dict[str, Any]:
     module, tokenizers = build_module(cfg, task)
     datamodule = build_datamodule(cfg, task, tokenizers)
     main_key = f"val/{task.main_metric}"
-    # last.ckpt (full state, every epoch) is what an interrupted run resumes from; best.ckpt is what it keeps.
+    # best.ckpt is what a run keeps; last.ckpt (full state, every epoch and every checkpoint.every_minutes) is
+    # what an interrupted run resumes from. Listed in this order, last.ckpt holds the best callback's newest state.
     checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor=main_key, mode="max",
-                                 save_top_k=1, save_last=True, save_weights_only=cfg.checkpoint.save_weights_only)
+                                 save_top_k=1, save_last=False, save_weights_only=cfg.checkpoint.save_weights_only)
     loggers = build_loggers(cfg.logger, out, cfg.run_name, plain(cfg), resume=ckpt_path is not None)
-    # FiniteChecks: a diverged (NaN/inf) loss or weight stops the run with an error instead of finishing it
-    callbacks: list[pl.Callback] = [checkpoint, EpochSeed(cfg.seed),
-                                    FiniteChecks(cfg.trainer.get("log_every_n_steps") or 50)]
+    # FiniteChecks: a diverged (NaN/inf) loss or weight stops the run with an error instead of finishing it; it
+    # comes before LastCheckpoint so that a step it flags is not saved as the resume point first
+    callbacks: list[pl.Callback] = [checkpoint, FiniteChecks(cfg.trainer.get("log_every_n_steps") or 50),
+                                    last_checkpoint(cfg, out / "checkpoints"), EpochSeed(cfg.seed), LoaderPosition()]
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     kwargs = trainer_kwargs(cfg)
