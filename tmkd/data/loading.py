@@ -109,16 +109,23 @@ def load_splits(
     splits = [task.train_split, *task.eval_splits]
     if task.synthetic is not None:
         folder = get_kind(task.kind).materialise(task)
-        raw = _load_local(folder, splits)
+        raw = dict(_load_local(folder, splits))
     else:
+        read = list(task.eval_splits) if task.derived is not None else splits
         root = resolve_data_dir(data_dir)
-        if root is not None:
-            raw = _load_local(root / (task.local_path or task.name), splits)
-        else:
-            raw = _load_hub(task, splits)
+        raw = dict(_load_local(root / (task.local_path or task.name), read) if root is not None
+                   else _load_hub(task, read))
+        if task.derived is not None:  # e.g. QNLI pairs from SQuAD train, checked against the eval splits
+            from tmkd.data.derived import build_train_split
+
+            raw[task.train_split] = build_train_split(task, data_dir, {s: raw[s] for s in task.eval_splits})
     out = {}
     for split in splits:
-        ds = validate_split(raw[split], task, split)
+        ds = raw[split]
+        if not task.split_labelled(split) and task.label_column in ds.column_names:
+            ds = ds.remove_columns(task.label_column)  # unlabelled text: nothing downstream can read a label
+            log.info("%s/%s: label column %r ignored (train_labelled=false)", task.name, split, task.label_column)
+        ds = validate_split(ds, task, split)
         cap = max_train_samples if split == task.train_split else max_eval_samples
         if cap is not None:
             if cap <= 0:
