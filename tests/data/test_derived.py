@@ -120,7 +120,7 @@ def test_max_pairs_takes_a_seeded_subset_in_corpus_order(tmp_path):
             for s in (0, 0, 1)]
     assert pick[0] == pick[1] != pick[2]
     assert len(pick[0]) == 5 and pick[0] == sorted(pick[0]) and set(pick[0]) <= set(range(12))
-    with pytest.raises(DataError, match="derived.max_pairs must be a positive integer"):
+    with pytest.raises(DataError, match=r"derived\.max_pairs must be a positive integer"):
         load_splits(get_task("qnli_from_squad", derived={"max_pairs": 0}), root)
 
 

@@ -94,7 +94,7 @@ def test_unlabelled_training_never_reads_a_label(teacher_dirs, tmp_path):
 
 
 def test_many_to_many_trains_on_unlabelled_text_too(teacher_dirs, tmp_path):
-    module, _, trainer = distil(teacher_dirs, write_qnli(tmp_path, "absent"), tmp_path / "c", cls=ManyToManyModule)
+    _, _, trainer = distil(teacher_dirs, write_qnli(tmp_path, "absent"), tmp_path / "c", cls=ManyToManyModule)
     assert torch.isfinite(trainer.logged_metrics["train/loss"]) and "train/ce" not in trainer.logged_metrics
 
 

@@ -4,10 +4,10 @@ The base owns the teacher ensemble, the soft targets (cached per split, or onlin
 ``alpha * KD + (1 - alpha) * CE`` objective and the optional hidden-state loss; subclasses only say
 how teacher logits become targets and how student heads are formed. On an unlabelled train split
 (``task.train_labelled=false``) the objective is the teachers' aggregated soft targets alone: no CE term, no label
-read (batches carry none), and :func:`check_label_free` refuses any setting that would need one. Logits follow the task kind's layout
-(classification [B, C]; QA [B, 2, S] with teachers' [T, B, 2, S]); aggregators and KD losses take either.
-QA teachers always run ahead of training, per student window (cached on disk with ``distill.cache``, else kept
-in memory for the run), as a teacher with another tokenizer needs the student's windows re-tokenised.
+read (batches carry none), and :func:`check_label_free` refuses any setting that would need one. Logits follow the
+task kind's layout (classification [B, C]; QA [B, 2, S] with teachers' [T, B, 2, S]); aggregators and KD losses
+take either. QA teachers always run ahead of training, per student window (cached on disk with ``distill.cache``,
+else kept in memory for the run), as a teacher with another tokenizer needs the student's windows re-tokenised.
 """
 
 from __future__ import annotations
