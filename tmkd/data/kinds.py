@@ -197,10 +197,19 @@ class ClassificationKind(TaskKind):
         return [*task.text_columns, task.label_column]
 
     def validate_split(self, ds: Dataset, task: TaskSpec, split: str) -> Dataset:
-        missing = [c for c in self.required_columns(task) if c not in ds.column_names]
+        labelled = task.split_labelled(split)
+        required = self.required_columns(task) if labelled else list(task.text_columns)
+        missing = [c for c in required if c not in ds.column_names]
         if missing:
             raise KindDataError(f"{task.name}/{split}: missing column(s) {missing}; columns present: "
                                 f"{ds.column_names}")
+        if not labelled:  # unlabelled text (train_labelled=false): the loader has dropped any label column
+            if task.label_column in ds.column_names:
+                raise KindDataError(f"{task.name}/{split} is unlabelled (train_labelled=false) but still has its "
+                                    f"label column {task.label_column!r}: drop it before validation")
+            if len(ds) == 0:
+                raise KindDataError(f"{task.name}/{split} is empty")
+            return ds
         if task.drop_labels:
             drop = set(task.drop_labels)
             ds = ds.filter(lambda y: [v not in drop for v in y], input_columns=task.label_column, batched=True,

@@ -17,7 +17,7 @@ from datasets import Dataset, DatasetDict
 
 from tmkd.data.holdout import HOLDOUT_SPLIT, Holdout, split_train
 from tmkd.data.kinds import KindDataError, get_kind
-from tmkd.data.tasks import TaskSpec
+from tmkd.data.tasks import TaskSpec, get_task
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,14 @@ def local_split_files(task: TaskSpec, root: Path) -> dict[str, Path]:
     """The file each split of ``task`` is read from under the data folder ``root`` (what :func:`load_splits`
     reads; a run's identity fingerprints exactly these)."""
     folder = root / (task.local_path or task.name)
-    return {split: _local_file(folder, split) for split in (task.train_split, *task.eval_splits)}
+    files = {split: _local_file(folder, split) for split in task.eval_splits}
+    if task.derived is not None:  # built from another task's split (tmkd.data.derived): that file is what is read
+        source = get_task(task.derived.get("source", "squad"))
+        files[task.train_split] = _local_file(root / (source.local_path or source.name),
+                                              task.derived.get("source_split", source.train_split))
+    else:
+        files[task.train_split] = _local_file(folder, task.train_split)
+    return files
 
 
 def _has_no_rows(path: Path) -> bool:
@@ -121,18 +128,31 @@ def load_splits(
     to train', the eval cap to ``holdout``, so capping never moves a row from one part to the other.
     """
     splits = [task.train_split] if holdout is not None else [task.train_split, *task.eval_splits]
+    if holdout is not None and not task.train_labelled:
+        raise DataError(f"{task.name}: data.holdout needs labelled train rows to score the held-out part, but the "
+                        "task's train split is unlabelled (train_labelled=false); evaluate on its eval splits instead")
     if task.synthetic is not None:
         # with holdout on, the generated dev file keeps its usual name (it is written, never read)
         source = task if holdout is None else replace(task, eval_splits=("validation",))
         folder = get_kind(task.kind).materialise(source)
-        raw = _load_local(folder, splits)
+        raw = dict(_load_local(folder, splits))
     else:
+        # a derived train split (e.g. QNLI pairs from SQuAD train) is checked against the eval splits: read them
+        read = list(task.eval_splits) if task.derived is not None else splits
         root = resolve_data_dir(data_dir)
-        if root is not None:
-            raw = _load_local(root / (task.local_path or task.name), splits)
-        else:
-            raw = _load_hub(task, splits)
-    validated = {split: validate_split(raw[split], task, split) for split in splits}
+        raw = dict(_load_local(root / (task.local_path or task.name), read) if root is not None
+                   else _load_hub(task, read))
+        if task.derived is not None:
+            from tmkd.data.derived import build_train_split
+
+            raw[task.train_split] = build_train_split(task, data_dir, {s: raw[s] for s in task.eval_splits})
+    validated = {}
+    for split in splits:
+        ds = raw[split]
+        if not task.split_labelled(split) and task.label_column in ds.column_names:
+            ds = ds.remove_columns(task.label_column)  # unlabelled text: nothing downstream can read a label
+            log.info("%s/%s: label column %r ignored (train_labelled=false)", task.name, split, task.label_column)
+        validated[split] = validate_split(ds, task, split)
     if holdout is not None:
         validated[task.train_split], validated[HOLDOUT_SPLIT] = split_train(validated[task.train_split], task, holdout)
         log.info("%s: held out %d of %d train rows (%s); the dev set is not loaded", task.name,

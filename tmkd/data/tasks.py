@@ -19,6 +19,11 @@ class TaskSpec:
 
     ``eval_splits`` are evaluated every epoch; the first one drives checkpointing and is logged as
     ``val/<metric>``, the others as ``val_<suffix>/<metric>`` (e.g. MNLI mismatched -> ``val_mismatched``).
+
+    ``train_labelled=False`` reads the train split as unlabelled text: its label column is dropped at loading
+    (it may be absent or hold anything), so only a label-free objective (the teachers' soft targets alone) can
+    train on it; eval splits stay labelled, as they choose the best checkpoint. ``derived`` builds the train split
+    from another task's data (:mod:`tmkd.data.derived`, e.g. QNLI pairs from SQuAD).
     """
 
     name: str
@@ -36,6 +41,8 @@ class TaskSpec:
     drop_labels: tuple[int, ...] = ()  # e.g. SNLI's -1 (no gold label)
     kind: str = "classification"  # a registered task kind (tmkd/data/kinds.py): classification | qa
     synthetic: dict[str, Any] | None = field(default=None, hash=False)  # generator options, if synthetic
+    train_labelled: bool = True  # False: the train split's labels are never read (soft targets only)
+    derived: dict[str, Any] | None = field(default=None, hash=False)  # builder options of a derived train split
     # extractive QA (kind "qa") only: windows, answer decoding, SQuAD v2.0 no-answer rule
     doc_stride: int = 128  # overlap of consecutive windows of one context, in tokens
     n_best: int = 20  # start / end candidates per window
@@ -55,6 +62,15 @@ class TaskSpec:
         if self.kind == "qa" and not 0 <= self.doc_stride < self.max_length:
             raise ValueError(f"task {self.name!r}: doc_stride must be in [0, max_length={self.max_length}), "
                              f"got {self.doc_stride}")
+        if not isinstance(self.train_labelled, bool):
+            raise ValueError(f"task {self.name!r}: train_labelled must be true or false, got {self.train_labelled!r}")
+        if not self.train_labelled and self.kind != "classification":
+            raise ValueError(f"task {self.name!r}: train_labelled=false is supported for classification tasks only, "
+                             f"not kind {self.kind!r}")
+
+    def split_labelled(self, split: str) -> bool:
+        """Whether a split's labels may be read: every eval split; the train split unless ``train_labelled`` is off."""
+        return self.train_labelled or split != self.train_split
 
     def split_prefix(self, split: str) -> str:
         """Logging prefix of an eval split: the first is ``val``, others ``val_<suffix>``."""
@@ -69,8 +85,9 @@ class TaskSpec:
         if unknown:
             raise ValueError(f"unknown task field(s) {unknown} for task {self.name!r}; valid: {sorted(valid)}")
         clean = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items() if v is not None}
-        if isinstance(clean.get("synthetic"), dict) and self.synthetic is not None:
-            clean["synthetic"] = {**self.synthetic, **clean["synthetic"]}  # e.g. only n_train changed
+        for key in ("synthetic", "derived"):
+            if isinstance(clean.get(key), dict) and getattr(self, key) is not None:
+                clean[key] = {**getattr(self, key), **clean[key]}  # e.g. only n_train changed
         return replace(self, **clean)
 
 
@@ -107,6 +124,14 @@ register_task(TaskSpec(
 register_task(TaskSpec(
     "synth_nli", ("premise", "hypothesis"), _NLI3, max_length=48,
     synthetic={"labels": 3, "n_train": 3000, "n_eval": 600, "noise": 0.1, "seed": 0},
+))
+
+# QNLI's construction on SQuAD train (tmkd/data/derived.py): every (question, sentence of its paragraph) pair, read
+# as QNLI (same columns and labels, evaluated on QNLI dev). Unlabelled by default: its derived label (does the
+# sentence hold the answer span) is read only when a config sets train_labelled=true (a control experiment).
+register_task(TaskSpec(
+    "qnli_from_squad", ("question", "sentence"), _NLI2, "nyu-mll/glue", "qnli", "glue/qnli", train_labelled=False,
+    derived={"builder": "qnli_from_squad", "source": "squad", "source_split": "train", "max_pairs": None, "seed": 0},
 ))
 
 # Extractive QA (kind "qa"): SQuAD's hub schema (id, title, context, question, answers{text, answer_start}).

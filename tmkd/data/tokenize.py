@@ -34,10 +34,14 @@ def encode_view(ds: Dataset, tokenizer: PreTrainedTokenizerBase, task: TaskSpec,
 
 def encode(ds: Dataset, tokenizers: Mapping[str, PreTrainedTokenizerBase], task: TaskSpec, max_length: int,
            split: str = "") -> Dataset:
-    """All views side by side, plus ``labels`` and ``row_id``."""
-    keep = ds.select_columns([task.label_column, "row_id"])
-    if task.label_column != "labels":
-        keep = keep.rename_column(task.label_column, "labels")
+    """All views side by side, plus ``labels`` and ``row_id``; no ``labels`` for an unlabelled split
+    (``task.split_labelled(split)`` false: the train split of a ``train_labelled=false`` task)."""
+    if task.split_labelled(split):
+        keep = ds.select_columns([task.label_column, "row_id"])
+        if task.label_column != "labels":
+            keep = keep.rename_column(task.label_column, "labels")
+    else:
+        keep = ds.select_columns(["row_id"])
     views = [encode_view(ds, tok, task, max_length, name, desc=f"Tokenizing {split} for {name}")
              for name, tok in tokenizers.items()]
     return concatenate_datasets([keep, *views], axis=1)
@@ -57,10 +61,11 @@ class MultiViewCollator:
 
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         batch: dict[str, Any] = {
-            "labels": torch.tensor([f["labels"] for f in features], dtype=torch.long),
             "row_id": torch.tensor([f["row_id"] for f in features], dtype=torch.long),
             "inputs": {},
         }
+        if "labels" in features[0]:  # unlabelled splits have none (see encode)
+            batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.long)
         for view, tok in self.tokenizers.items():
             prefix = view + SEP
             rows = [{k[len(prefix):]: v for k, v in f.items() if k.startswith(prefix)} for f in features]

@@ -42,11 +42,14 @@ from tmkd.finite import NonFiniteError
 log = logging.getLogger(__name__)
 
 
-def split_fingerprint(ds: Dataset, task: TaskSpec) -> str:
+def split_fingerprint(ds: Dataset, task: TaskSpec, labelled: bool = True) -> str:
     """Content hash of the texts and labels in row order (``datasets`` fingerprints of local files
-    follow paths and times, not content, so they are not enough to rule out stale targets)."""
+    follow paths and times, not content, so they are not enough to rule out stale targets).
+
+    ``labelled=False`` (an unlabelled train split): the texts only, so the targets do not depend on a label column
+    (there is none: the loader drops it)."""
     digest = hashlib.sha256()
-    for col in (*task.text_columns, task.label_column):
+    for col in (*task.text_columns, *((task.label_column,) if labelled else ())):
         digest.update(col.encode() + b"\0")
         for value in ds[col]:
             digest.update(str(value).encode() + b"\x1f")
@@ -138,7 +141,7 @@ class SoftTargetStore:
         view, ``student_tokenizer`` its tokenizer): [n_features, T, 2, max_length], float16.
         """
         device = torch.device(device)
-        data_print = split_fingerprint(ds, self.task)
+        data_print = split_fingerprint(ds, self.task, labelled=self.task.split_labelled(split))
         if self.kind.name == "qa":
             if features is None or student_tokenizer is None:
                 raise ValueError("QA soft targets are per student window: pass features and student_tokenizer")

@@ -93,7 +93,7 @@ class ClassifierModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         loss, parts = self.training_loss(batch)
-        bs = batch["labels"].shape[0]
+        bs = batch["row_id"].shape[0]  # unlabelled batches carry no labels
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         for name, value in parts.items():
             self.log(f"train/{name}", value, batch_size=bs)
@@ -144,8 +144,22 @@ class ClassifierModule(pl.LightningModule):
         self.best = dict(checkpoint.get("tmkd_best", {}))
 
 
+def require_labels(task: TaskSpec, method: str) -> None:
+    """Refuse a method that trains on gold labels when the task's train split is read as unlabelled text."""
+    if not task.train_labelled:
+        raise ValueError(f"method={method} trains on gold labels, but task {task.name!r} has train_labelled=false "
+                         "(its train split is read as unlabelled text): distil from teachers' soft targets only "
+                         "(method=many_to_one / one_to_one / many_to_many with distill.alpha=1.0), or set "
+                         "task.train_labelled=true if the labels are meant to be used")
+
+
 class FineTuneModule(ClassifierModule):
     """Plain supervised fine-tuning: cross-entropy on gold labels (teachers and no-KD baselines)."""
+
+    def __init__(self, model: PreTrainedModel, task: TaskSpec, optim: OptimConfig | None = None,
+                 view: str = STUDENT) -> None:
+        require_labels(task, "finetune")
+        super().__init__(model, task, optim, view)
 
     def training_loss(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
         logits = self.predict_logits(batch["inputs"][self.view])

@@ -2,10 +2,12 @@
 
 The base owns the teacher ensemble, the soft targets (cached per split, or online), the
 ``alpha * KD + (1 - alpha) * CE`` objective and the optional hidden-state loss; subclasses only say
-how teacher logits become targets and how student heads are formed. Logits follow the task kind's layout
-(classification [B, C]; QA [B, 2, S] with teachers' [T, B, 2, S]); aggregators and KD losses take either.
-QA teachers always run ahead of training, per student window (cached on disk with ``distill.cache``, else kept
-in memory for the run), as a teacher with another tokenizer needs the student's windows re-tokenised.
+how teacher logits become targets and how student heads are formed. On an unlabelled train split
+(``task.train_labelled=false``) the objective is the teachers' aggregated soft targets alone: no CE term, no label
+read (batches carry none), and :func:`check_label_free` refuses any setting that would need one. Logits follow the
+task kind's layout (classification [B, C]; QA [B, 2, S] with teachers' [T, B, 2, S]); aggregators and KD losses
+take either. QA teachers always run ahead of training, per student window (cached on disk with ``distill.cache``,
+else kept in memory for the run), as a teacher with another tokenizer needs the student's windows re-tokenised.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from transformers import PreTrainedModel
 
 from tmkd.data.datamodule import STUDENT
 from tmkd.data.tasks import TaskSpec
-from tmkd.distill.aggregators import Aggregator, build_aggregator
+from tmkd.distill.aggregators import Aggregator, BestTeacherAggregator, ConfidenceAggregator, build_aggregator
 from tmkd.distill.ensemble import TeacherEnsemble
 from tmkd.distill.losses import HiddenStateLoss, build_kd_loss, combined_loss
 from tmkd.distill.targets import SoftTargetStore
@@ -50,6 +52,24 @@ class DistillConfig:
             raise ValueError("distill.hidden.weight > 0 needs distill.hidden.layer_map {student_layer: teacher_layer}")
 
 
+def check_label_free(task: TaskSpec, config: DistillConfig, aggregator: Aggregator | None = None) -> None:
+    """On an unlabelled train split only the soft targets can train: refuse a CE term (``distill.alpha`` < 1) and an
+    aggregator that weighs teachers by the gold label, naming the setting to change."""
+    if task.train_labelled:
+        return
+    where = (f"task {task.name!r} has train_labelled=false (its train split is read as unlabelled text: no gold "
+             "labels)")
+    if config.alpha < 1:
+        raise ValueError(f"distill.alpha={config.alpha} puts weight {1 - config.alpha:g} on the gold-label CE, but "
+                         f"{where}: set distill.alpha=1.0 (teachers' soft targets only)")
+    if isinstance(aggregator, ConfidenceAggregator) and aggregator.measure == "gold":
+        raise ValueError(f"aggregator=confidence with measure=gold weighs teachers by the gold label, but {where}: "
+                         "use aggregator.measure=entropy (label-free), or aggregator=mean / weighted")
+    if isinstance(aggregator, BestTeacherAggregator):
+        raise ValueError(f"aggregator=best picks the teacher most confident on the gold label, but {where}: use "
+                         "aggregator=mean, weighted, or confidence with measure=entropy")
+
+
 class DistillModule(ClassifierModule):
     """Shared distillation loop. ``soft_targets`` serves cached per-split teacher logits by ``row_id``."""
 
@@ -60,6 +80,8 @@ class DistillModule(ClassifierModule):
         self.ensemble = ensemble
         self.cfg = config
         self.aggregator = aggregator or build_aggregator("mean")
+        check_label_free(task, config, self.aggregator)
+        self.labelled = task.train_labelled  # False: no CE, batches carry no labels
         self.kd_loss = build_kd_loss(config.loss)
         self.store = SoftTargetStore(ensemble, task, max_length or task.max_length,
                                      config.cache_dir if config.cache else None)
@@ -131,17 +153,22 @@ class DistillModule(ClassifierModule):
         out = self.model(**inputs, output_hidden_states=hidden)
         return self.kind.from_output(out, inputs), out
 
-    def distill_loss(self, logits: Tensor, teacher_logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        """(KD loss, CE loss) for this module's way of forming targets."""
+    def distill_loss(self, logits: Tensor, teacher_logits: Tensor, labels: Tensor | None
+                     ) -> tuple[Tensor, Tensor | None]:
+        """(KD loss, CE loss) for this module's way of forming targets; CE is ``None`` without labels."""
         raise NotImplementedError
 
     def training_loss(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
-        inputs, labels = batch["inputs"][self.view], batch["labels"]
+        inputs = batch["inputs"][self.view]
+        labels = batch["labels"] if self.labelled else None  # unlabelled batches have no "labels" at all
         teacher_logits = self.teacher_logits(batch)
         logits, out = self.student_logits(inputs, hidden=self.hidden_loss is not None)
         kd, ce = self.distill_loss(logits, teacher_logits, labels)
-        loss = combined_loss(kd, ce, self.cfg.alpha)
-        parts = {"kd": kd.detach(), "ce": ce.detach()}
+        if ce is None:  # soft targets only (check_label_free made sure alpha is 1)
+            loss, parts = kd, {"kd": kd.detach()}
+        else:
+            loss = combined_loss(kd, ce, self.cfg.alpha)
+            parts = {"kd": kd.detach(), "ce": ce.detach()}
         if self.hidden_loss is not None:
             teacher_hidden = self.ensemble.hidden_states(self.cfg.hidden_teacher, inputs)
             hid = self.hidden_loss(out.hidden_states, teacher_hidden, inputs["attention_mask"])
@@ -153,10 +180,11 @@ class DistillModule(ClassifierModule):
 class ManyToOneModule(DistillModule):
     """m-o-1: N teachers -> aggregator -> one soft target -> a single-head student."""
 
-    def distill_loss(self, logits: Tensor, teacher_logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    def distill_loss(self, logits: Tensor, teacher_logits: Tensor, labels: Tensor | None
+                     ) -> tuple[Tensor, Tensor | None]:
         target = self.aggregator(teacher_logits, labels, self.cfg.temperature)
         kd = self.kd_loss(logits.float(), target, self.cfg.temperature)
-        return kd, self.kind.gold_loss(logits, labels)
+        return kd, None if labels is None else self.kind.gold_loss(logits, labels)
 
 
 class OneToOneModule(ManyToOneModule):
@@ -211,13 +239,14 @@ class ManyToManyModule(DistillModule):
     def predict_logits(self, inputs: dict[str, Tensor]) -> Tensor:
         return self.student_logits(inputs, hidden=False)[0].mean(0)
 
-    def distill_loss(self, logits: Tensor, teacher_logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    def distill_loss(self, logits: Tensor, teacher_logits: Tensor, labels: Tensor | None
+                     ) -> tuple[Tensor, Tensor | None]:
         kd = torch.stack([
             self.kd_loss(logits[i].float(), self._per_head(teacher_logits[i:i + 1], labels, self.cfg.temperature),
                          self.cfg.temperature)
             for i in range(len(self.heads))
         ]).mean()
-        return kd, self.kind.gold_loss(logits.mean(0), labels)
+        return kd, None if labels is None else self.kind.gold_loss(logits.mean(0), labels)
 
     def export_model(self) -> PreTrainedModel:
         out_layer = find_output_layer(self.model)

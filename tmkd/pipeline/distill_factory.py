@@ -18,7 +18,7 @@ from tmkd.distill.ensemble import Teacher, TeacherEnsemble
 from tmkd.models.adapter_teacher import AdapterTeacher, find_adapter_export, load_adapter_teacher
 from tmkd.models.build import ModelSpec, build_model
 from tmkd.modules.base import OptimConfig
-from tmkd.modules.distill import MODULES, DistillConfig, DistillModule
+from tmkd.modules.distill import MODULES, DistillConfig, DistillModule, check_label_free
 from tmkd.modules.prune import PRUNE, PruneSettings
 from tmkd.pipeline.factory import build_holdout, plain
 
@@ -123,6 +123,7 @@ def build_distill_module(cfg: DictConfig, task: TaskSpec, model: PreTrainedModel
         raise ValueError(f"unknown method {cfg.method!r}; valid: finetune, adapter, {', '.join(MODULES)}")
     node = plain(cfg.distill)
     dcfg = distill_config(node)
+    check_label_free(task, dcfg)  # alpha < 1 on unlabelled text fails here, before any teacher loads
     specs = select_teachers(node["teachers"], node.get("use_teachers"))
     warn_teacher_holdout(specs, build_holdout(cfg))
     ensemble = build_teachers(specs, task)

@@ -12,7 +12,7 @@ from tmkd.data.features import FeatureDataModule, FeatureViews
 from tmkd.data.holdout import Holdout, holdout_task
 from tmkd.data.tasks import TaskSpec, get_task
 from tmkd.models.build import ModelSpec, build_model
-from tmkd.modules.base import ClassifierModule, FineTuneModule, OptimConfig
+from tmkd.modules.base import ClassifierModule, FineTuneModule, OptimConfig, require_labels
 
 FINETUNE = "finetune"
 ADAPTER = "adapter"  # tmkd.modules.adapter: a hidden-state adapter on a frozen encoder (cached or streamed)
@@ -39,6 +39,8 @@ def build_module(cfg: DictConfig, task: TaskSpec) -> tuple[ClassifierModule, dic
     then re-initialised.
     """
     optim = OptimConfig(**plain(cfg.optim))
+    if cfg.method in (FINETUNE, ADAPTER):  # gold-label methods: refused on unlabelled text before any model loads
+        require_labels(task, cfg.method)
     if cfg.method == ADAPTER:  # no trained transformer: the adapter's module builds the frozen encoder itself
         from tmkd.modules.adapter import build_adapter_module
 
