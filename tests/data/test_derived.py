@@ -128,3 +128,14 @@ def test_max_pairs_takes_a_seeded_subset_in_corpus_order(tmp_path):
 def test_pair_count_on_the_shared_squad_train_subset():
     frame, stats = qnli_pairs(pd.read_parquet(SHARED / "squad" / "train.parquet").to_dict("records"))
     assert stats["questions"] == 11877 and len(frame) == 54811  # the count README.md quotes
+
+
+def test_the_source_split_is_what_a_runs_identity_fingerprints(tmp_path):
+    """A derived train split has no file of its own: the SQuAD train file it is built from must count, else an edited
+    source would not make a new run."""
+    from tmkd.data.loading import local_split_files
+
+    root = write_data(tmp_path)
+    files = local_split_files(get_task("qnli_from_squad"), root)
+    assert files["train"] == root / "squad" / "train.parquet"
+    assert files["validation"] == root / "glue" / "qnli" / "validation.parquet"
