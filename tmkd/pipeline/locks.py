@@ -70,6 +70,17 @@ def describe_owner(found: dict[str, Any] | None) -> str:
     return f"{owner.get('host', '?')} pid {owner.get('pid', '?')} since {owner.get('started_at', '?')}"
 
 
+def holder(folder: Path) -> str:
+    """Who holds a locked run, as far as its manifest tells (it is written just after the lock is taken)."""
+    found = manifest.read(folder)
+    status = (found or {}).get("status")
+    if status == "running":
+        return f"being trained by {describe_owner(found)}"
+    if status == "done":
+        return "locked by another process (reusing it, or re-checking it)"
+    return "locked by another process that is starting it"
+
+
 def lock_path(folder: Path) -> Path:
     """``<run folder>.lock``, beside the folder: it exists before the folder does and survives its deletion."""
     return folder.with_name(folder.name + ".lock")
@@ -127,7 +138,7 @@ def claim_runs(runs: list[Any], done: set[str] | None = None) -> Iterator[tuple[
             if lock is None:
                 if run.name not in told:
                     told.add(run.name)
-                    print(f"run {run.name}: being trained by {describe_owner(manifest.read(run.out_dir))}; "
+                    print(f"run {run.name}: {holder(run.out_dir)}; "
                           f"{'doing other runs first, then ' if len(ready) > 1 else ''}waiting for it", flush=True)
                 continue
             pending.remove(run)
