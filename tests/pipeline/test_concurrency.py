@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from tmkd.cli import prepare_argv
 from tmkd.pipeline import locks, manifest
@@ -146,3 +148,42 @@ def test_a_child_dies_with_its_parent_even_on_sigkill(tmp_path):
     parent.send_signal(signal.SIGKILL)
     parent.wait(timeout=60)
     assert _wait_gone(child_pid), "the child outlived its parent"
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigkill_to_the_runner_ends_its_training_child(tmp_path):
+    # the runner's child for a multi-process run, for real: `python -m tmkd.pipeline.node RUN_DIR` (one process here;
+    # Lightning's DDP ranks are started by it the same way and inherit the death signal)
+    overrides = prepare_argv(["experiment=finetune_quick", "data.max_train_samples=64", "data.max_eval_samples=64",
+                              "trainer.max_epochs=100000", "logger=none", "threads=1",
+                              "trainer.enable_progress_bar=false", f"paths.checkpoints={tmp_path}"])
+    run = build_plan(compose_run(overrides), overrides).runs["main"]
+    run.out_dir.mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create(run.config), run.out_dir / "config.yaml")
+    runner = _python(f"""
+        from pathlib import Path
+        from tmkd.pipeline.plan import Run
+        from tmkd.pipeline.runner import run_child
+        run_child(Run("main", "stage", "finetune_quick", [], {{}}, "h", Path({str(run.out_dir)!r})))
+    """)
+    last = run.out_dir / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 600
+    while not last.is_file() and runner.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert last.is_file(), "the child never trained"
+    [node] = _children(runner.pid)
+    runner.send_signal(signal.SIGKILL)
+    runner.wait(timeout=60)
+    try:
+        assert _wait_gone(node), "the training child outlived the runner"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(node, signal.SIGKILL)
