@@ -78,7 +78,8 @@ def test_trial_folders_are_unique_and_a_w_and_b_run_id_names_its_own(tmp_path):
     first, second = trial_dir(tmp_path, "2026-01-01_00-00-00", None), trial_dir(tmp_path, "2026-01-01_00-00-00", None)
     assert first != second and first.is_dir() and second.is_dir()
     by_id = trial_dir(tmp_path, "2026-01-01_00-00-00", "abc123")
-    assert by_id.name == "2026-01-01_00-00-00-abc123" and trial_dir(tmp_path, "2026-01-01_00-00-00", "abc123") == by_id
+    assert by_id.name == "2026-01-01_00-00-00-abc123" and by_id.is_dir()
+    assert trial_dir(tmp_path, "2026-01-02_00-00-00", "abc123") == by_id  # W&B resumed the trial a day later
 
 
 def test_a_foreign_process_cannot_rewrite_a_manifest_it_does_not_own(tmp_path):

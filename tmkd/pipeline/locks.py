@@ -120,15 +120,15 @@ def stale_note(folder: Path) -> str:
     return f" [interrupted: was running under {describe_owner(found)}, which is gone]"
 
 
-def claim_runs(runs: list[Any], done: set[str] | None = None) -> Iterator[tuple[Any, BaseFileLock]]:
+def claim_runs(runs: list[Any]) -> Iterator[tuple[Any, BaseFileLock]]:
     """Yield each run with its lock held, dependencies first; a run whose lock is taken waits while others go ahead.
 
-    A run is ready when the runs it needs (among ``runs``) came through here; ``done`` names runs to treat as ready
-    already. The caller finishes each run before asking for the next (the lock is released then). With nothing ready
-    and free, this polls every :data:`POLL_SECONDS` and says once whom it waits for.
+    A run is ready when the runs it needs (among ``runs``) came through here. The caller finishes each run before
+    asking for the next (the lock is released then). With nothing ready and free, this polls every
+    :data:`POLL_SECONDS` and says once whom it waits for. (filelock's own blocking acquire waits for one lock only.)
     """
     names = {r.name for r in runs}
-    finished = set(done or ())
+    finished: set[str] = set()
     pending = list(runs)
     told: set[str] = set()
     while pending:

@@ -176,12 +176,14 @@ def experiment_dir(top: dict[str, Any], create: bool = True) -> str | None:
 def trial_dir(sweep: Path, run_name: str, run_id: str | None, create: bool = True) -> Path:
     """A sweep trial's own folder, even for trials started in the same second (``run_name`` is a timestamp).
 
-    With the W&B run id (the sweep agent sets ``WANDB_RUN_ID``) the folder is ``<run_name>-<run id>``: unique, and
-    the same for a preempted trial that W&B resumes. Without one, the first of ``<run_name>``, ``<run_name>-2``, ...
-    that this process creates: ``mkdir`` either creates a folder or fails, atomically, so two trials never share one.
+    With the W&B run id (the sweep agent sets ``WANDB_RUN_ID``) the folder is ``<run_name>-<run id>``: unique; a
+    preempted trial that W&B resumes under the same id (and a later timestamp) finds its folder again. Without one,
+    the first of ``<run_name>``, ``<run_name>-2``, ... that this process creates: ``mkdir`` either creates a folder or
+    fails, atomically, so two trials never share one.
     """
     if run_id:
-        folder = sweep / f"{run_name}-{run_id}"
+        earlier = sorted(p for p in sweep.glob(f"*-{run_id}") if p.is_dir()) if sweep.is_dir() else []
+        folder = earlier[0] if earlier else sweep / f"{run_name}-{run_id}"
         if create:
             folder.mkdir(parents=True, exist_ok=True)
         return folder
