@@ -1,8 +1,8 @@
 """Who may train a run folder: one OS-level lock per run, an owner recorded in the manifest, children that die with us.
 
 Several processes (W&B sweep agents, on one machine or several sharing a file system) may run overlapping plans on one
-``paths.checkpoints``. Every run folder has a lock beside it (``<run folder>.lock``), held for the whole training of
-that run; a process that finds it taken trains something else first or waits, then re-reads the manifest and reuses
+``paths.checkpoints``. Every run folder has a lock (``<run folder>/.lock``), held for the whole training of that
+run; a process that finds it taken trains something else first or waits, then re-reads the manifest and reuses
 the finished run.
 
 The lock is :class:`filelock.UnixFileLock` (``flock``; Windows: ``WindowsFileLock``, ``msvcrt.locking``), not
@@ -82,12 +82,12 @@ def holder(folder: Path) -> str:
 
 
 def lock_path(folder: Path) -> Path:
-    """``<run folder>.lock``, beside the folder: it exists before the folder does and survives its deletion."""
-    return folder.with_name(folder.name + ".lock")
+    """``<run folder>/.lock``: inside, so that ``runs/<experiment>/`` keeps holding run folders only (tools glob it)."""
+    return folder / ".lock"
 
 
 def run_lock(folder: Path) -> BaseFileLock:
-    folder.parent.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)  # an empty run folder is a run "to run": harmless
     return OsFileLock(str(lock_path(folder)))
 
 
