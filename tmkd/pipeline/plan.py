@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from tmkd.environment import environment, version_changes
-from tmkd.pipeline import integrity, manifest
+from tmkd.pipeline import integrity, locks, manifest
 from tmkd.pipeline.compose import compose_run, dedupe, override_key, trainer_params
 from tmkd.pipeline.identity import IdentityError, run_identity
 
@@ -112,6 +112,8 @@ class Plan:
             if r.status == "done":  # reuse follows the config hash; say when the software under it has changed
                 changes = version_changes((manifest.read(r.out_dir) or {}).get("environment"), current)
                 status += f" [made with other versions: {'; '.join(changes)}]" if changes else ""
+            else:  # a `running` manifest: another process trains it now, or one that is gone left it
+                status += locks.stale_note(r.out_dir)
             rows.append((r.name, f"{r.kind}: {r.experiment}", status, ",".join(r.needs) or "-", str(r.out_dir)))
         widths = [max(len(row[i]) for row in rows) for i in range(4)]
         lines = [f"Plan for experiment {self.experiment!r}" + (f" (only {self.only!r} and what it needs)"

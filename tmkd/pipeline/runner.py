@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, suppress
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -25,7 +25,7 @@ from omegaconf import OmegaConf
 
 from tmkd.atomic import clean_tmp
 from tmkd.environment import environment
-from tmkd.pipeline import integrity, manifest
+from tmkd.pipeline import integrity, locks, manifest
 from tmkd.pipeline.export import write_json
 from tmkd.pipeline.integrity import remove_checkpoints
 from tmkd.pipeline.plan import Plan, Run, base_name, status_of
@@ -75,7 +75,8 @@ def run_child(run: Run) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "tmkd.pipeline.node", str(run.out_dir)]
     if run.resume_from is not None:
         cmd += ["--resume", str(run.resume_from)]
-    child = subprocess.Popen(cmd, start_new_session=True)  # own process group: killed as a whole on a signal
+    # own process group: killed as a whole on a signal; it dies with this process (SIGKILL included), see node.py
+    child = subprocess.Popen(cmd, start_new_session=True, env={**os.environ, locks.PARENT_ENV: str(os.getpid())})
     _CHILDREN.add(child)
     try:
         code = child.wait()
@@ -103,7 +104,8 @@ def execute(run: Run) -> dict[str, Any]:
     # a resumed run keeps the environments of its earlier parts: its epochs may come from other versions
     earlier = [*previous.get("earlier_environments", []), *([previous["environment"]] if previous.get("environment")
                                                            and previous["environment"] != env else [])]
-    manifest.write(run.out_dir, {
+    owner = locks.Owner()  # the caller holds the run's lock; the manifest names this process until it is done
+    locks.claim_manifest(run.out_dir, owner, {
         "name": run.name, "kind": run.kind, "experiment": run.experiment, "hash": run.hash, "status": "running",
         "started_at": manifest.now(), "resumed_from": str(run.resume_from) if run.resume_from else None,
         "needs": run.needs, "overrides": run.overrides, "identity": run.identity or manifest.identity(run.config),
@@ -122,8 +124,8 @@ def execute(run: Run) -> dict[str, Any]:
         stopped = isinstance(err, (KeyboardInterrupt, Interrupted, SystemExit))
         status = "interrupted" if stopped else "failed"
         try:
-            manifest.update(run.out_dir, status=status, finished_at=manifest.now(),
-                            error=f"{type(err).__name__}: {err}")
+            locks.update_owned(run.out_dir, owner, status=status, finished_at=manifest.now(),
+                               error=f"{type(err).__name__}: {err}")
         except OSError as write_err:  # e.g. the disk is full: the run's own error matters more, so it goes on
             log.error("run %s %s (%s: %s), and recording that in %s failed too (%s: %s); its manifest still says "
                       "'running'", run.name, status, type(err).__name__, err, run.out_dir / manifest.MANIFEST,
@@ -131,9 +133,10 @@ def execute(run: Run) -> dict[str, Any]:
         raise
     # the outputs later runs read are on disk (written atomically, fsynced); their checksums go into the manifest,
     # and planning redoes the run if they no longer match (tmkd.pipeline.integrity)
-    manifest.update(run.out_dir, status="done", finished_at=manifest.now(), metrics=metrics.get("best", {}),
-                    best_checkpoint=metrics.get("best_checkpoint"), export=metrics.get("export"),
-                    files=integrity.record(run.out_dir))
+    if not locks.update_owned(run.out_dir, owner, status="done", finished_at=manifest.now(),
+                              metrics=metrics.get("best", {}), best_checkpoint=metrics.get("best_checkpoint"),
+                              export=metrics.get("export"), files=integrity.record(run.out_dir)):
+        raise RuntimeError(f"run {run.name!r}: another process took over {run.out_dir} while this one trained it")
     run.status = "done"
     return metrics
 
@@ -141,9 +144,10 @@ def execute(run: Run) -> dict[str, Any]:
 def run_plan(plan: Plan, report: bool = True, report_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Execute the selected runs in order; then the report (when the final stage is part of the selection)."""
     results: dict[str, dict[str, Any]] = {}
-    with stop_on_signals():
-        for run in plan.selected():
-            if run.status != "done":  # a twin run sharing its folder may have finished it since planning
+    with stop_on_signals(), closing(locks.claim_runs(plan.selected())) as claims:
+        for run, _lock in claims:  # the run's lock is held until the next one is asked for
+            if run.status != "done":  # another process, or a twin run sharing its folder, may have finished it
+                locks.take_over(run.out_dir, run.name)
                 run.status, run.resume_from = status_of(run)
             if run.status == "done":
                 log.info("run %s: done, reusing %s", run.name, run.out_dir)
@@ -152,6 +156,7 @@ def run_plan(plan: Plan, report: bool = True, report_options: dict[str, Any] | N
                 results[run.name] = read_metrics(run.out_dir)
                 continue
             results[run.name] = execute(run)
+    results = {r.name: results[r.name] for r in plan.selected()}  # plan order, whichever order they ran in
     plan.experiment_dir.mkdir(parents=True, exist_ok=True)
     outcome = experiment_result(plan, results)
     if outcome is not None:  # the experiment's result, where search tables (tmkd.search.trials) look for it
@@ -184,17 +189,45 @@ def experiment_result(plan: Plan, results: dict[str, dict[str, Any]]) -> dict[st
             "run_folders": [str(plan.runs[n].out_dir) for n in names]}
 
 
-def experiment_dir(top: dict[str, Any]) -> str | None:
-    """Where the report goes: the experiment's folder; a trial of a search gets its own."""
+def experiment_dir(top: dict[str, Any], create: bool = True) -> str | None:
+    """Where the report goes: the experiment's folder; a trial of a search gets its own (made here unless not
+    ``create``: ``plan=true`` only shows where it would go)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         return HydraConfig.get().runtime.output_dir
     if os.environ.get("WANDB_SWEEP_ID"):
-        return str(Path(top["paths"]["checkpoints"]) / top["experiment_name"] / f"sweep-{os.environ['WANDB_SWEEP_ID']}"
-                   / top["run_name"])
+        sweep = Path(top["paths"]["checkpoints"]) / top["experiment_name"] / f"sweep-{os.environ['WANDB_SWEEP_ID']}"
+        return str(trial_dir(sweep, str(top["run_name"]), os.environ.get("WANDB_RUN_ID"), create))
     return None
+
+
+def trial_dir(sweep: Path, run_name: str, run_id: str | None, create: bool = True) -> Path:
+    """A sweep trial's own folder, even for trials started in the same second (``run_name`` is a timestamp).
+
+    With the W&B run id (the sweep agent sets ``WANDB_RUN_ID``) the folder is ``<run_name>-<run id>``: unique; a
+    preempted trial that W&B resumes under the same id (and a later timestamp) finds its folder again. Without one,
+    the first of ``<run_name>``, ``<run_name>-2``, ... that this process creates: ``mkdir`` either creates a folder or
+    fails, atomically, so two trials never share one.
+    """
+    if run_id:
+        earlier = sorted(p for p in sweep.glob(f"*-{run_id}") if p.is_dir()) if sweep.is_dir() else []
+        folder = earlier[0] if earlier else sweep / f"{run_name}-{run_id}"
+        if create:
+            folder.mkdir(parents=True, exist_ok=True)
+        return folder
+    if not create:
+        return sweep / run_name
+    sweep.mkdir(parents=True, exist_ok=True)
+    n = 1
+    while True:
+        folder = sweep / (run_name if n == 1 else f"{run_name}-{n}")
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            n += 1
 
 
 def run_experiment(cfg: Any, overrides: list[str]) -> float | None:
@@ -204,7 +237,7 @@ def run_experiment(cfg: Any, overrides: list[str]) -> float | None:
     from tmkd.pipeline.train import optimized
 
     top = plain(cfg)
-    own_dir = experiment_dir(top)
+    own_dir = experiment_dir(top, create=not top.get("plan"))
     if own_dir:
         top["paths"]["experiment_dir"] = own_dir
     plan = build_plan(top, list(overrides))
