@@ -14,7 +14,7 @@ from tmkd.data.tasks import TaskSpec
 from tmkd.distill.aggregators import build_aggregator
 from tmkd.distill.ensemble import Teacher, TeacherEnsemble
 from tmkd.models.adapter_teacher import AdapterTeacher, find_adapter_export, load_adapter_teacher
-from tmkd.models.build import ModelSpec, build_model
+from tmkd.models.build import ModelSpec, build_model, check_max_length
 from tmkd.modules.base import OptimConfig
 from tmkd.modules.distill import MODULES, DistillConfig, DistillModule
 from tmkd.modules.prune import PRUNE, PruneSettings
@@ -55,6 +55,14 @@ def build_teacher_model(spec: dict[str, Any], task: TaskSpec, name: str
         raise ValueError(f"teacher {name!r}: {spec['name_or_path']} is a saved adapter; {other} apply to HF "
                          "models only (an adapter runs with the encoder and tokenizer it was trained on)")
     return load_adapter_teacher(export, task)
+
+
+def check_teacher_lengths(ensemble: TeacherEnsemble, task: TaskSpec, max_length: int) -> None:
+    """Teachers read the data cut to the student's ``max_length`` (after :meth:`TeacherEnsemble.assign_views`):
+    each must embed that many positions. A QA teacher with its own tokenizer re-cuts windows to what it embeds."""
+    for t in ensemble.teachers:
+        if task.kind != "qa" or t.view == STUDENT:
+            check_max_length(t.model.config, max_length, f"teacher {t.name!r} ({t.source})")
 
 
 def select_teachers(specs: list[dict[str, Any]], names: list[str] | None) -> list[dict[str, Any]]:
@@ -101,6 +109,7 @@ def build_distill_module(cfg: DictConfig, task: TaskSpec, model: PreTrainedModel
         agg_node["weights"] = ensemble.weights  # default: the teachers' own `weight`s
     aggregator = build_aggregator(agg_name, **agg_node)
     extra_views = ensemble.assign_views(STUDENT, tokenizer)
+    check_teacher_lengths(ensemble, task, int(cfg.data.max_length or task.max_length))
     if dcfg.hidden_weight > 0:
         if not 0 <= dcfg.hidden_teacher < len(ensemble):
             raise ValueError(f"distill.hidden.teacher={dcfg.hidden_teacher} but there are {len(ensemble)} teachers")
