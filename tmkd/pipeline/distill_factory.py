@@ -18,7 +18,7 @@ from tmkd.models.build import ModelSpec, build_model, check_max_length
 from tmkd.modules.base import OptimConfig
 from tmkd.modules.distill import MODULES, DistillConfig, DistillModule
 from tmkd.modules.prune import PRUNE, PruneSettings
-from tmkd.pipeline.factory import plain
+from tmkd.pipeline.factory import max_length_of, plain
 
 log = logging.getLogger(__name__)
 TEACHER_KEYS = {"name", "weight", "run"}
@@ -109,7 +109,7 @@ def build_distill_module(cfg: DictConfig, task: TaskSpec, model: PreTrainedModel
         agg_node["weights"] = ensemble.weights  # default: the teachers' own `weight`s
     aggregator = build_aggregator(agg_name, **agg_node)
     extra_views = ensemble.assign_views(STUDENT, tokenizer)
-    check_teacher_lengths(ensemble, task, int(cfg.data.max_length or task.max_length))
+    check_teacher_lengths(ensemble, task, max_length_of(cfg, task))
     if dcfg.hidden_weight > 0:
         if not 0 <= dcfg.hidden_teacher < len(ensemble):
             raise ValueError(f"distill.hidden.teacher={dcfg.hidden_teacher} but there are {len(ensemble)} teachers")
