@@ -1,6 +1,7 @@
 """Command-line front: Hydra overrides, Lightning-CLI style flags, and errors that list valid names.
 
-``--trainer.max_epochs=2`` and ``--trainer.max_epochs 2`` become Hydra's ``trainer.max_epochs=2``;
+``--trainer.max_epochs=2`` and ``--trainer.max_epochs 2`` become Hydra's ``trainer.max_epochs=2``; a flag
+without a value (``--trainer.fast_dev_run`` alone) is an error, not a boolean switch (write ``=true``);
 Hydra's own flags (``-m``, ``--cfg job``, ...) pass through untouched. Before Hydra runs, the
 overrides are composed once so that a typo fails with the list of valid names at that level.
 """
@@ -16,6 +17,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from tmkd.pipeline.compose import CONFIG_DIR, CONFIG_NAME, hydra_context, trainer_params
+from tmkd.pipeline.names import BadName, check_name
 
 # Hydra's own flags: name -> whether it takes a value.
 HYDRA_FLAGS = {
@@ -56,8 +58,9 @@ def normalize_argv(argv: Sequence[str]) -> list[str]:
             if i + 1 < len(argv) and not _is_option(argv[i + 1]):
                 value = argv[i + 1]
                 i += 1
-            else:
-                value = "true"  # a bare --flag switches a boolean on
+            else:  # a bare flag is an error, not a switch: `--trainer.max_epochs` that lost its value must not run
+                raise UsageError(f"{arg} has no value (it ends the command line or is followed by another flag or "
+                                 f"override); write {arg}=VALUE or {arg} VALUE, e.g. {arg}=true for a switch")
         out.append(f"{key}={value}")
         i += 1
     return out
@@ -126,10 +129,23 @@ def check_overrides(overrides: list[str]) -> list[str]:
             raise UsageError(f"unknown key {key!r}: {parent_key!r} is not a config section; top-level keys: "
                              f"{', '.join(sorted(str(k) for k in base))}")
     try:
-        _compose(fixed)
+        final = _compose(fixed)
     except (HydraException, ValueError) as err:  # ValueError: e.g. `group=null`
         raise UsageError(str(err)) from err
+    check_folder_names(final)
     return fixed
+
+
+def check_folder_names(cfg: DictConfig) -> None:
+    """``run_name`` and ``experiment_name`` name the invocation's log folder (``hydra.run.dir``), which Hydra
+    creates before tmkd runs: check them here (the planner checks them again, with stage and teacher names)."""
+    for key in ("run_name", "experiment_name"):
+        value = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)  # None: Hydra's choice, checked above
+        if value is not None:
+            try:
+                check_name(value, key)
+            except BadName as err:
+                raise UsageError(str(err)) from None
 
 
 # `stages.<name>.<key>=v` / `teachers.<name>.<key>=v`: an override for one run of the plan (tmkd.pipeline.plan)

@@ -19,18 +19,22 @@ from tmkd.cli import CONFIG_DIR, CONFIG_NAME, main_entry
 def app(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
+    from tmkd.pipeline.names import BadName
     from tmkd.pipeline.plan import PlanError
     from tmkd.pipeline.runner import Interrupted, run_experiment  # heavy imports after argument checking
 
     logging.getLogger("tmkd").setLevel(logging.INFO)
     try:
         return run_experiment(cfg, list(HydraConfig.get().overrides.task))
-    except PlanError as err:
+    except (PlanError, BadName) as err:
         print(f"tmkd: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     except Interrupted as err:
         print(f"tmkd: stopped ({err}); the same command resumes from the last checkpoint", file=sys.stderr)
-        raise SystemExit(143) from None
+        raise SystemExit(err.exit_code) from None
+    except KeyboardInterrupt:  # Ctrl-C outside a run (planning, the report): nothing to resume
+        print("tmkd: stopped (received SIGINT)", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 def main() -> None:

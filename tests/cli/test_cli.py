@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.parametrize(("argv", "expected"), [
     (["--trainer.max_epochs=2"], ["trainer.max_epochs=2"]),
     (["--trainer.max_epochs", "2"], ["trainer.max_epochs=2"]),
-    (["--trainer.fast_dev_run"], ["trainer.fast_dev_run=true"]),
-    (["--trainer.fast_dev_run", "--seed", "3"], ["trainer.fast_dev_run=true", "seed=3"]),
+    (["--trainer.fast_dev_run=true", "--seed", "3"], ["trainer.fast_dev_run=true", "seed=3"]),
+    (["--data.dir", "~/data"], ["data.dir=~/data"]),
     (["--data.dir=/x/y=z"], ["data.dir=/x/y=z"]),
     (["--optim.lr", "-1"], ["optim.lr=-1"]),  # a negative number is a value, not a flag
     (["logger=none", "+trainer.profiler=simple", "~logger"], ["logger=none", "+trainer.profiler=simple", "~logger"]),
@@ -40,15 +40,26 @@ def test_normalize_argv(argv, expected):
     assert normalize_argv(argv) == expected
 
 
-@pytest.mark.parametrize(("argv", "expected"), [
-    (["--trainer.fast_dev_run", "logger=none"], ["trainer.fast_dev_run=true", "logger=none"]),
-    (["--trainer.fast_dev_run", "-m", "seed=1,2"], ["trainer.fast_dev_run=true", "-m", "seed=1,2"]),
-    (["--trainer.fast_dev_run", "+x=1"], ["trainer.fast_dev_run=true", "+x=1"]),
-    (["--trainer.fast_dev_run", "~logger"], ["trainer.fast_dev_run=true", "~logger"]),
-    (["--data.dir", "~/data"], ["data.dir=~/data"]),
+@pytest.mark.parametrize("argv", [
+    ["logger=none", "--trainer.max_epochs"],  # at the end of the line
+    ["--trainer.max_epochs", "--seed", "3"],  # followed by another flag
+    ["--trainer.max_epochs", "logger=none"],  # followed by an override: not its value
+    ["--trainer.max_epochs", "-m", "seed=1,2"],
+    ["--trainer.max_epochs", "+x=1"],
+    ["--trainer.max_epochs", "~logger"],
 ])
-def test_a_bare_flag_does_not_swallow_the_next_override_or_hydra_flag(argv, expected):
-    assert normalize_argv(argv) == expected
+def test_a_flag_without_a_value_is_an_error_naming_it(argv):
+    with pytest.raises(UsageError, match=r"^--trainer\.max_epochs has no value"):
+        normalize_argv(argv)
+
+
+def test_a_flag_without_a_value_stops_the_command_before_anything_runs(monkeypatch, capsys):
+    called = []
+    monkeypatch.setattr(sys, "argv", ["tmkd"])
+    with pytest.raises(SystemExit) as info:
+        main_entry(lambda: called.append(True), ["experiment=finetune_quick", "--trainer.max_epochs"])
+    assert info.value.code == 2 and not called
+    assert "--trainer.max_epochs has no value" in capsys.readouterr().err
 
 
 def test_unparseable_argument():
@@ -118,7 +129,7 @@ def test_keys_added_by_an_experiment_are_valid():
 
 
 def test_prepare_argv_normalises_and_checks_but_leaves_sweeps_alone():
-    args = prepare_argv(["--cfg", "job", "--trainer.fast_dev_run", "logger=none"])
+    args = prepare_argv(["--cfg", "job", "--trainer.fast_dev_run=true", "logger=none"])
     assert args[:2] == ["--cfg", "job"]
     assert sorted(args[2:]) == ["+trainer.fast_dev_run=true", "logger=none"]
     assert prepare_argv(["-m", "seed=1,2", "--whatever.key=1"]) == ["-m", "seed=1,2", "whatever.key=1"]

@@ -6,11 +6,11 @@ import dataclasses
 
 import pytest
 import torch
-from transformers import BertConfig, BertModel
+from transformers import BertConfig, BertModel, MPNetConfig
 
 from tmkd.data import get_task
 from tmkd.models import ModelSpec, build_classifier, build_tokenizer
-from tmkd.models.build import HF_EXPORT, resolve_path
+from tmkd.models.build import HF_EXPORT, check_max_length, resolve_path
 
 TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
         "max_position_embeddings": 64}
@@ -131,3 +131,22 @@ def test_minilm_student_cut_to_three_layers(minilm):
     inputs = tok(["A man is playing."], ["Someone plays."], return_tensors="pt")
     with torch.no_grad():
         assert student.eval()(**inputs).logits.shape == (1, 2)
+
+
+# --- data.max_length against the positions a model embeds ------------------------------------------------------
+
+
+def test_max_length_within_a_bert_models_positions_passes_and_beyond_fails_naming_both_numbers():
+    config = BertConfig(max_position_embeddings=128)
+    check_max_length(config, 128, "model tiny")
+    with pytest.raises(ValueError) as err:
+        check_max_length(config, 512, "model tiny")
+    assert "data.max_length=512" in str(err.value) and "128 token positions model tiny" in str(err.value)
+
+
+def test_mpnet_reserves_its_padding_offset():
+    """MPNet (like RoBERTa) numbers positions from padding_idx + 1: 514 embeddings hold 512 tokens."""
+    config = MPNetConfig(max_position_embeddings=514, pad_token_id=1)
+    check_max_length(config, 512, "model mpnet")
+    with pytest.raises(ValueError, match=r"513 is more than the 512 .*max_position_embeddings=514, 2 reserved"):
+        check_max_length(config, 513, "model mpnet")

@@ -172,6 +172,7 @@ def test_sigterm_stops_the_run_and_the_same_command_resumes_to_the_same_metrics(
     proc.send_signal(signal.SIGTERM)
     out = proc.communicate(timeout=120)[0]
     assert proc.returncode == 143, out[-3000:]
+    assert "tmkd: stopped (received SIGTERM)" in out
     run_dir = last.parent.parent
     assert manifest.read(run_dir)["status"] == "interrupted"
 
@@ -188,6 +189,33 @@ def test_sigterm_stops_the_run_and_the_same_command_resumes_to_the_same_metrics(
     assert clean_dir != run_dir and clean_dir.name == run_dir.name  # same hash, other root
     results = run_plan(clean, report=False)
     assert results["main"]["best"] == pytest.approx(metrics["best"], abs=1e-6)
+
+
+def _default_sigint() -> None:
+    """In the child before exec: Ctrl-C as in a terminal, even when the test runs where SIGINT is ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def test_ctrl_c_stops_the_run_like_sigterm_exit_130_and_an_interrupted_manifest(tmp_path):
+    args = ["experiment=finetune_quick", "data.max_eval_samples=200", "trainer.max_epochs=16", "logger=none",
+            "trainer.enable_progress_bar=false", "report.latency=false", "threads=1"]
+    proc = _cli(args, _env(tmp_path / "ck"), preexec_fn=_default_sigint)
+    runs = tmp_path / "ck" / "runs" / "finetune_quick"
+    deadline = time.time() + 300
+    last = None
+    while time.time() < deadline and proc.poll() is None:
+        found = list(runs.glob("main-*/checkpoints/last.ckpt"))
+        if found and _saved_epoch(found[0]) >= 1:
+            last = found[0]
+            break
+        time.sleep(0.05)
+    assert last is not None, proc.communicate()[0][-3000:]
+    proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, out[-3000:]
+    assert "tmkd: stopped (received SIGINT); the same command resumes from the last checkpoint" in out
+    found = manifest.read(last.parent.parent)
+    assert found["status"] == "interrupted" and found["error"] == "Interrupted: received SIGINT"
 
 
 def test_ddp_on_two_cpu_processes_computes_soft_targets_once(tmp_path):

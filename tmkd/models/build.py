@@ -182,6 +182,18 @@ def usable_positions(config: Any) -> int:
     return positions
 
 
+def check_max_length(config: Any, max_length: int, where: str) -> None:
+    """Fail before training when ``max_length`` tokens exceed the positions ``where`` can embed (else a batch of
+    long texts fails deep inside the model: ``The size of tensor a (512) must match the size of tensor b (128)``)."""
+    usable = usable_positions(config)
+    if int(max_length) > usable:
+        offset = int(getattr(config, "max_position_embeddings", usable)) - usable
+        detail = f" (max_position_embeddings={usable + offset}, {offset} reserved by {config.model_type})" \
+            if offset else ""
+        raise ValueError(f"data.max_length={max_length} is more than the {usable} token positions {where} can "
+                         f"embed{detail}; set data.max_length={usable} or less")
+
+
 def _cap_tokenizer_length(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> None:
     """QA windows are cut at ``model_max_length``: keep it within the positions the model can embed (a tiny
     model's 128), so a too-long window fails with a clear error instead of an index error, and exports too."""
@@ -195,16 +207,27 @@ def reinit_head(model: PreTrainedModel) -> None:
             model._init_weights(module)
 
 
-def check_label_space(config: Any, task: TaskSpec, where: str) -> None:
-    """A fine-tuned checkpoint must carry the task's label names in the task's order.
-
-    Checkpoints without a trained head (plain encoders: labels ``LABEL_0``...) pass: their head is new.
-    """
-    names = [config.id2label[i] for i in sorted(config.id2label)] if getattr(config, "id2label", None) else []
+def trained_labels(config: Any) -> list[str] | None:
+    """The label names a checkpoint's trained classification head predicts, in order; None when it has no trained
+    head (plain encoders: labels ``LABEL_0``...), whose head is new whatever the task."""
+    id2label = getattr(config, "id2label", None) or {}
+    names = [id2label[i] for i in sorted(id2label, key=int)]
     generic = all(n == f"LABEL_{i}" for i, n in enumerate(names))
-    trained_head = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
-    if names and not generic and trained_head and tuple(names) != task.label_names:
+    trained_head = any(a.endswith("ForSequenceClassification") for a in (getattr(config, "architectures", None) or []))
+    return names if names and not generic and trained_head else None
+
+
+def check_labels(names: list[str] | tuple[str, ...], task: TaskSpec, where: str) -> None:
+    """``names`` (what ``where`` predicts) must be the task's label names in the task's order."""
+    if tuple(names) != tuple(task.label_names):
         raise ValueError(
-            f"label space mismatch for {where}: the checkpoint predicts {names}, "
+            f"label space mismatch for {where}: it predicts {list(names)}, "
             f"task {task.name!r} expects {list(task.label_names)} (names and order must match)"
         )
+
+
+def check_label_space(config: Any, task: TaskSpec, where: str) -> None:
+    """A fine-tuned checkpoint must carry the task's label names in the task's order (a plain encoder passes)."""
+    names = trained_labels(config)
+    if names is not None:
+        check_labels(names, task, f"{where} (the checkpoint)")

@@ -53,7 +53,7 @@ from tmkd.models.adapter import (
     save_adapter,
 )
 from tmkd.models.adapter_teacher import AdapterForQuestionAnswering
-from tmkd.models.build import resolve_path, usable_positions
+from tmkd.models.build import check_max_length, resolve_path, usable_positions
 from tmkd.modules.base import ClassifierModule, FineTuneModule, OptimConfig
 from tmkd.modules.distill import DistillConfig
 
@@ -320,7 +320,7 @@ def build_frozen_encoder(name: str, layers: list[int] | None) -> tuple[FrozenEnc
 def build_adapter_module(cfg: DictConfig, task: TaskSpec, optim: OptimConfig
                          ) -> tuple[AdapterModule, dict[str, PreTrainedTokenizerBase]]:
     """The adapter module and its views (:class:`tmkd.data.features.FeatureViews`, which carry the feature store)."""
-    from tmkd.pipeline.distill_factory import build_teachers, distill_config, select_teachers
+    from tmkd.pipeline.distill_factory import build_teachers, check_teacher_lengths, distill_config, select_teachers
     from tmkd.pipeline.factory import plain
 
     settings = AdapterSettings.from_config(plain(cfg.get("adapter")))
@@ -331,6 +331,7 @@ def build_adapter_module(cfg: DictConfig, task: TaskSpec, optim: OptimConfig
     name = encoder_reference(cfg, settings)
     encoder, tokenizer = build_frozen_encoder(name, settings.layers)
     max_length = int(cfg.data.max_length or task.max_length)
+    check_max_length(encoder.model.config, max_length, f"encoder {name}")
     cache_dir = settings.cache_dir or str(Path(cfg.paths.checkpoints) / ".features")
     store = FeatureStore(encoder, tokenizer, task, max_length=max_length, pooling=settings.pooling,
                          cache_dir=cache_dir, batch_size=settings.feature_batch_size)
@@ -348,6 +349,7 @@ def build_adapter_module(cfg: DictConfig, task: TaskSpec, optim: OptimConfig
             agg_node["weights"] = teachers.weights
         aggregator = build_aggregator(agg_name, **agg_node)
         teachers.assign_views(STUDENT, tokenizer)  # names the tokenised views the soft-target store encodes
+        check_teacher_lengths(teachers, task, max_length)
     ensemble = None
     if settings.ensemble_with:
         ensemble = build_teachers([{"name": ENSEMBLE_MEMBER, "name_or_path": settings.ensemble_with}], task)
@@ -373,6 +375,7 @@ def build_span_adapter_module(cfg: DictConfig, task: TaskSpec, optim: OptimConfi
         encoder, kind="spans", projection_size=settings.projection_size, combination=settings.combination,
         skip=settings.skip, dropout=settings.dropout))
     max_length = int(cfg.data.max_length or task.max_length)
+    check_max_length(encoder.model.config, max_length, f"encoder {name}")
     model = AdapterForQuestionAnswering(AdapterWithEncoder(encoder, adapter))
     module = SpanAdapterModule(model, task, optim, name, tokenizer, max_length)
     return module, {STUDENT: tokenizer}

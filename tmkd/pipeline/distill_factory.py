@@ -16,11 +16,11 @@ from tmkd.data.tasks import TaskSpec
 from tmkd.distill.aggregators import build_aggregator
 from tmkd.distill.ensemble import Teacher, TeacherEnsemble
 from tmkd.models.adapter_teacher import AdapterTeacher, find_adapter_export, load_adapter_teacher
-from tmkd.models.build import ModelSpec, build_model
+from tmkd.models.build import ModelSpec, build_model, check_max_length
 from tmkd.modules.base import OptimConfig
 from tmkd.modules.distill import MODULES, DistillConfig, DistillModule, check_label_free
 from tmkd.modules.prune import PRUNE, PruneSettings
-from tmkd.pipeline.factory import build_holdout, plain
+from tmkd.pipeline.factory import build_holdout, max_length_of, plain
 
 log = logging.getLogger(__name__)
 TEACHER_KEYS = {"name", "weight", "run"}
@@ -86,6 +86,14 @@ def warn_teacher_holdout(specs: list[dict[str, Any]], holdout: Holdout | None) -
     return warnings
 
 
+def check_teacher_lengths(ensemble: TeacherEnsemble, task: TaskSpec, max_length: int) -> None:
+    """Teachers read the data cut to the student's ``max_length`` (after :meth:`TeacherEnsemble.assign_views`):
+    each must embed that many positions. A QA teacher with its own tokenizer re-cuts windows to what it embeds."""
+    for t in ensemble.teachers:
+        if task.kind != "qa" or t.view == STUDENT:
+            check_max_length(t.model.config, max_length, f"teacher {t.name!r} ({t.source})")
+
+
 def select_teachers(specs: list[dict[str, Any]], names: list[str] | None) -> list[dict[str, Any]]:
     """The teachers named in ``distill.use_teachers`` (in that order), or all when it is null."""
     if names is None:
@@ -133,6 +141,7 @@ def build_distill_module(cfg: DictConfig, task: TaskSpec, model: PreTrainedModel
         agg_node["weights"] = ensemble.weights  # default: the teachers' own `weight`s
     aggregator = build_aggregator(agg_name, **agg_node)
     extra_views = ensemble.assign_views(STUDENT, tokenizer)
+    check_teacher_lengths(ensemble, task, max_length_of(cfg, task))
     if dcfg.hidden_weight > 0:
         if not 0 <= dcfg.hidden_teacher < len(ensemble):
             raise ValueError(f"distill.hidden.teacher={dcfg.hidden_teacher} but there are {len(ensemble)} teachers")

@@ -11,7 +11,7 @@ from tmkd.data.datamodule import STUDENT, TaskDataModule
 from tmkd.data.features import FeatureDataModule, FeatureViews
 from tmkd.data.holdout import Holdout, holdout_task
 from tmkd.data.tasks import TaskSpec, get_task
-from tmkd.models.build import ModelSpec, build_model
+from tmkd.models.build import ModelSpec, build_model, check_max_length
 from tmkd.modules.base import ClassifierModule, FineTuneModule, OptimConfig, require_labels
 
 FINETUNE = "finetune"
@@ -32,6 +32,11 @@ def build_holdout(cfg: DictConfig) -> Holdout | None:
     return Holdout.from_config(plain(cfg.data.get("holdout")))
 
 
+def max_length_of(cfg: DictConfig, task: TaskSpec) -> int:
+    """The token length the data is cut to: ``data.max_length``, or the task's default."""
+    return int(cfg.data.max_length or task.max_length)
+
+
 def build_module(cfg: DictConfig, task: TaskSpec) -> tuple[ClassifierModule, dict[str, PreTrainedTokenizerBase]]:
     """The LightningModule for ``cfg.method`` and the tokenizers (views) its batches need, student first.
 
@@ -45,7 +50,9 @@ def build_module(cfg: DictConfig, task: TaskSpec) -> tuple[ClassifierModule, dic
         from tmkd.modules.adapter import build_adapter_module
 
         return build_adapter_module(cfg, task, optim)
-    model, tokenizer = build_model(ModelSpec.from_config(plain(cfg.model)), task, on_label_mismatch="reinit")
+    spec = ModelSpec.from_config(plain(cfg.model))
+    model, tokenizer = build_model(spec, task, on_label_mismatch="reinit")
+    check_max_length(model.config, max_length_of(cfg, task), f"model {spec.describe()}")
     if cfg.method == FINETUNE:
         return FineTuneModule(model, task, optim), {STUDENT: tokenizer}
     from tmkd.pipeline.distill_factory import build_distill_module

@@ -32,6 +32,7 @@ from tmkd.environment import environment, version_changes
 from tmkd.pipeline import integrity, locks, manifest
 from tmkd.pipeline.compose import compose_run, dedupe, override_key, trainer_params
 from tmkd.pipeline.identity import IdentityError, run_identity
+from tmkd.pipeline.names import check_inside, check_name
 
 MAIN = "main"
 GLOBAL_ROOTS = ("seed", "data", "trainer", "logger", "paths", "checkpoint")
@@ -191,7 +192,7 @@ class Planner:
 
     def __init__(self, top: dict[str, Any], overrides: list[str]) -> None:
         self.top = top
-        self.experiment = str(top.get("experiment_name") or MAIN)
+        self.experiment = check_name(top.get("experiment_name") or MAIN, "experiment_name")
         self.checkpoints = Path(top["paths"]["checkpoints"])
         self.global_ovs, self.final_ovs = split_overrides(overrides)
         addressed = top.get("node_overrides") or {}
@@ -211,8 +212,10 @@ class Planner:
         names = list(stages)
         seeds = check_seeds(self.top.get("seeds"))
         for i, (name, spec) in enumerate(stages.items()):
+            check_name(name, "stage name")
             if not isinstance(spec, dict) or not spec.get("experiment"):
                 raise PlanError(f"stage {name!r} of {self.experiment!r} needs an `experiment` (the run's base config)")
+            check_name(spec["experiment"], f"stage {name!r}: experiment")
             unknown = sorted(set(spec) - {"experiment", "overrides", "init_from"})
             if unknown:
                 raise PlanError(f"stage {name!r}: unknown setting(s) {unknown}; "
@@ -284,8 +287,10 @@ class Planner:
         run = spec["run"]
         if not name:
             raise PlanError(f"a teacher with a `run` needs a `name`: {spec}")
+        check_name(name, "teacher name")
         if not isinstance(run, dict) or not run.get("experiment"):
             raise PlanError(f"teacher {name!r}: run must be {{experiment, overrides}}, got {run!r}")
+        check_name(run["experiment"], f"teacher {name!r}: run.experiment")
         declared = run.get("overrides") or []
         declared_keys = {override_key(o) for o in declared}
         global_ovs = [o for o in self.global_ovs if override_key(o) not in declared_keys]
@@ -325,10 +330,13 @@ class Planner:
             spec = dict(spec)
             if spec.get("run"):
                 teacher = self.plan_teacher(spec)
+                check_teacher_labels(f"{kind} {name!r}", config, teacher.name, teacher_config=teacher.config)
                 needs.append(teacher.name)
                 spec.pop("run")
                 spec["name_or_path"] = str(teacher.out_dir)
                 upstream[str(teacher.out_dir)] = teacher.hash
+            elif spec.get("name_or_path"):
+                check_teacher_labels(f"{kind} {name!r}", config, str(spec.get("name")), folder=spec["name_or_path"])
             resolved_teachers.append(spec)
         if teachers:
             config["distill"]["teachers"] = resolved_teachers
@@ -344,6 +352,7 @@ class Planner:
         # experiment calls differently): one folder, so it trains once.
         out_dir = twin.out_dir if twin is not None else (done_twin(runs_root, experiment, digest)
                                                          or runs_root / experiment / f"{name}-{digest[:8]}")
+        check_inside(out_dir, self.checkpoints, f"the folder of {kind} {name!r}")
         config["paths"]["output_dir"] = str(out_dir)
         config["run_name"] = name
         config["experiment_name"] = experiment
@@ -353,6 +362,47 @@ class Planner:
         run = Run(name, kind, experiment, overrides, config, digest, out_dir, needs, init_note=note, identity=ident)
         run.status, run.resume_from = status_of(run)
         return run
+
+
+def task_of(config: dict[str, Any]) -> Any:
+    """The :class:`tmkd.data.tasks.TaskSpec` a resolved run config trains (as tmkd.pipeline.factory builds it)."""
+    from tmkd.data.tasks import get_task
+
+    node = dict(config["task"])
+    return get_task(node.pop("name"), **node)
+
+
+def check_teacher_labels(run: str, config: dict[str, Any], teacher: str, *, teacher_config: dict[str, Any] | None
+                         = None, folder: str | None = None) -> None:
+    """A teacher must predict the student's labels, in order: checked while planning, so a wrong teacher fails
+    before any teacher trains (loading the teachers checks the same way: :func:`tmkd.models.build.check_labels`).
+
+    A teacher run is judged by its task; a teacher folder by its ``config.json`` (``id2label``). Hub ids, adapter
+    exports and folders without a trained classification head are left to the load.
+    """
+    from tmkd.models.build import check_label_space, check_labels
+
+    student = task_of(config)
+    try:
+        if teacher_config is not None:
+            own = task_of(teacher_config)
+            if own.kind != student.kind:
+                raise ValueError(f"teacher {teacher!r} trains task {own.name!r} (kind {own.kind}); the student's "
+                                 f"task {student.name!r} is of kind {student.kind}")
+            check_labels(own.label_names, student, f"teacher {teacher!r} (a run of task {own.name!r})")
+        elif folder is not None and student.kind == "classification" and Path(folder).expanduser().is_dir():
+            from transformers import AutoConfig
+
+            from tmkd.models.adapter_teacher import find_adapter_export
+            from tmkd.models.build import resolve_path
+
+            if find_adapter_export(folder) is None:
+                check_label_space(AutoConfig.from_pretrained(resolve_path(folder)), student,
+                                  f"teacher {teacher!r} ({folder})")
+    except OSError:
+        return  # not a model folder (yet): loading it says what is wrong
+    except ValueError as err:
+        raise PlanError(f"{run}: {err}") from err
 
 
 def _select(teachers: list[dict[str, Any]], names: list[str] | None, run: str) -> list[dict[str, Any]]:

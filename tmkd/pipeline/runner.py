@@ -3,9 +3,9 @@
 Runs execute in this process, which is fast and keeps Ctrl-C simple; a run whose trainer spreads over
 several processes (``trainer.devices>1``, ``num_nodes>1``, a DDP strategy) runs as a child process
 (``python -m tmkd.pipeline.node RUN_DIR``), because Lightning's DDP launcher re-executes the command line of
-the process that calls ``fit`` and that must be one run, not the whole plan. SIGINT/SIGTERM stop the
-current run, stop every child process, and leave the run's manifest ``interrupted`` with its last
-checkpoint, from which the next invocation resumes.
+the process that calls ``fit`` and that must be one run, not the whole plan. SIGINT (Ctrl-C) and SIGTERM
+stop the current run, stop every child process, and leave the run's manifest ``interrupted`` with its last
+checkpoint, from which the next invocation resumes; the command exits 130 or 143.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from tmkd.environment import environment
 from tmkd.pipeline import integrity, locks, manifest
 from tmkd.pipeline.export import write_json
 from tmkd.pipeline.integrity import remove_checkpoints
+from tmkd.pipeline.names import check_inside, check_name
 from tmkd.pipeline.plan import Plan, Run, base_name, status_of
 from tmkd.pipeline.seeds import mean_metrics, summarise
 
@@ -36,7 +37,19 @@ _CHILDREN: set[subprocess.Popen] = set()
 
 
 class Interrupted(Exception):
-    """SIGTERM arrived: raised in the main thread so every layer unwinds (and records) cleanly."""
+    """SIGTERM or SIGINT (Ctrl-C) arrived: raised in the main thread so every layer unwinds (and records) cleanly.
+
+    Not a KeyboardInterrupt: Lightning turns that into ``exit(1)`` mid-fit, so Ctrl-C would look like a failure.
+    """
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(f"received {signal.Signals(signum).name}")
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's convention for a process stopped by a signal: 128 + its number (130 Ctrl-C, 143 SIGTERM)."""
+        return 128 + self.signum
 
 
 def _kill_children(signum: int) -> None:
@@ -46,22 +59,34 @@ def _kill_children(signum: int) -> None:
                 os.killpg(child.pid, signum)
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
 @contextmanager
 def stop_on_signals() -> Iterator[None]:
-    """SIGTERM -> :class:`Interrupted`; SIGINT stays KeyboardInterrupt. Either way children are stopped."""
+    """SIGTERM and SIGINT -> :class:`Interrupted` (a signal the caller ignores stays ignored); children are
+    stopped either way."""
+    stopping: list[int] = []
 
-    def on_term(signum: int, frame: FrameType | None) -> None:
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if stopping:  # a second Ctrl-C must not cut short the unwinding that records the run as interrupted
+            return
+        stopping.append(signum)
         _kill_children(signal.SIGTERM)
-        raise Interrupted(f"received signal {signum}")
+        raise Interrupted(signum)
 
-    previous = signal.signal(signal.SIGTERM, on_term)
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    for sig in STOP_SIGNALS:
+        if previous[sig] != signal.SIG_IGN:  # e.g. SIGINT of a command started with `&` by a script
+            signal.signal(sig, on_signal)
     try:
         yield
     except BaseException:
         _kill_children(signal.SIGTERM)
         raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
 def multi_process(config: dict[str, Any]) -> bool:
@@ -198,8 +223,13 @@ def experiment_dir(top: dict[str, Any], create: bool = True) -> str | None:
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         return HydraConfig.get().runtime.output_dir
     if os.environ.get("WANDB_SWEEP_ID"):
-        sweep = Path(top["paths"]["checkpoints"]) / top["experiment_name"] / f"sweep-{os.environ['WANDB_SWEEP_ID']}"
-        return str(trial_dir(sweep, str(top["run_name"]), os.environ.get("WANDB_RUN_ID"), create))
+        checkpoints = Path(top["paths"]["checkpoints"])
+        sweep_id = check_name(os.environ["WANDB_SWEEP_ID"], "WANDB_SWEEP_ID")
+        sweep = checkpoints / check_name(top["experiment_name"], "experiment_name") / f"sweep-{sweep_id}"
+        run_id = os.environ.get("WANDB_RUN_ID")
+        folder = trial_dir(sweep, check_name(top["run_name"], "run_name"),
+                           check_name(run_id, "WANDB_RUN_ID") if run_id else None, create)
+        return str(check_inside(folder, checkpoints, "the sweep trial's folder"))
     return None
 
 
@@ -237,6 +267,7 @@ def run_experiment(cfg: Any, overrides: list[str]) -> float | None:
     from tmkd.pipeline.train import optimized
 
     top = plain(cfg)
+    check_name(top["run_name"], "run_name")  # the invocation's log folder (hydra.run.dir) is named after it
     own_dir = experiment_dir(top, create=not top.get("plan"))
     if own_dir:
         top["paths"]["experiment_dir"] = own_dir
