@@ -9,26 +9,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _helpers import plan_for
 from omegaconf import OmegaConf
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from tmkd.cli import prepare_argv
 from tmkd.models.adapter import AdapterClassifier, load_adapter
 from tmkd.modules.adapter import AdapterModule, AdapterSettings, encoder_reference
-from tmkd.pipeline.compose import compose_run
 from tmkd.pipeline.factory import build_datamodule, build_module, build_task
-from tmkd.pipeline.plan import build_plan
 from tmkd.pipeline.runner import run_plan
 
 TRAIN, DEV, FEATURE_BATCH = 2000, 200, 64  # the quick teacher (the frozen encoder) needs its 2000 rows, 6 epochs
 SMALL = [f"data.max_train_samples={TRAIN}", f"data.max_eval_samples={DEV}", "stages.adapter.trainer.max_epochs=3",
          "logger=none",
          "trainer.enable_progress_bar=false", "report.latency=false", f"adapter.feature_batch_size={FEATURE_BATCH}"]
-
-
-def plan_for(*args: str):
-    overrides = prepare_argv(list(args))
-    return build_plan(compose_run(overrides), overrides)
 
 
 def metrics_of(run) -> dict:

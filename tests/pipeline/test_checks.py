@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _helpers import plan_for
 
 from tmkd.cli import UsageError, prepare_argv
 from tmkd.data import get_task
@@ -22,11 +23,6 @@ from tmkd.pipeline.runner import Interrupted, experiment_dir, stop_on_signals
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["data.max_train_samples=64", "data.max_eval_samples=64", "trainer.max_epochs=1", "logger=none",
         "report.latency=false", "threads=1"]
-
-
-def plan_for(*args: str):
-    overrides = prepare_argv(list(args))
-    return build_plan(compose_run(overrides), overrides)
 
 
 # --- names -------------------------------------------------------------------------------------------------------

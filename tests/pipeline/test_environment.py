@@ -6,22 +6,15 @@ import json
 from importlib import metadata
 
 import pytest
+from _helpers import plan_for
 
 from tmkd import __version__
-from tmkd.cli import prepare_argv
 from tmkd.environment import environment, git_state, summary, version_changes
 from tmkd.pipeline import manifest
-from tmkd.pipeline.compose import compose_run
-from tmkd.pipeline.plan import build_plan
 from tmkd.pipeline.runner import run_plan
 
 SMALL = ["data.max_train_samples=200", "data.max_eval_samples=100", "trainer.max_epochs=1", "logger=none",
          "trainer.enable_progress_bar=false", "report.latency=false", "threads=1"]
-
-
-def plan_for(*args: str):
-    overrides = prepare_argv(list(args))
-    return build_plan(compose_run(overrides), overrides)
 
 
 def test_environment_names_the_installed_versions():

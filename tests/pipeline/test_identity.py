@@ -9,20 +9,14 @@ import shutil
 from pathlib import Path
 
 import pytest
+from _helpers import plan_for
 
 from tmkd import fingerprint
-from tmkd.cli import prepare_argv
 from tmkd.pipeline import manifest
-from tmkd.pipeline.compose import compose_run
-from tmkd.pipeline.plan import PlanError, build_plan
+from tmkd.pipeline.plan import PlanError
 
 TINY_32 = "model.tiny={hidden_size:32,num_hidden_layers:1,num_attention_heads:2,intermediate_size:64," \
           "max_position_embeddings:128}"
-
-
-def plan_for(*args: str):
-    overrides = prepare_argv(list(args))
-    return build_plan(compose_run(overrides), overrides)
 
 
 def main_hash(*args: str) -> str:

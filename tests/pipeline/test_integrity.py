@@ -11,23 +11,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from _helpers import plan_for
 
-from tmkd.cli import prepare_argv
 from tmkd.finite import NonFiniteError
 from tmkd.pipeline import manifest
-from tmkd.pipeline.compose import compose_run
-from tmkd.pipeline.plan import build_plan
 from tmkd.pipeline.runner import run_plan
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["experiment=finetune_quick", "data.max_train_samples=64", "data.max_eval_samples=64", "trainer.max_epochs=1",
         "logger=none", "report.latency=false", "threads=1", "trainer.enable_progress_bar=false"]
-
-
-def plan_for(*args: str):
-    overrides = prepare_argv(list(args))
-    return build_plan(compose_run(overrides), overrides)
 
 
 def truncate(path: Path, keep: float = 0.5) -> None:

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from _helpers import plan_for
 
-from tmkd.cli import prepare_argv
 from tmkd.pipeline import manifest
-from tmkd.pipeline.compose import compose_run
-from tmkd.pipeline.plan import build_plan, status_of
+from tmkd.pipeline.plan import status_of
 from tmkd.pipeline.runner import Interrupted, run_plan
 from tmkd.pipeline.train import EpochSeed, LastCheckpoint
 
@@ -19,11 +18,6 @@ ARGS = ["experiment=finetune_quick", "data.max_train_samples=400", "data.max_eva
         "trainer.max_epochs=2", "logger=none", "trainer.enable_progress_bar=false", "report.latency=false",
         "threads=1"]
 MID_EPOCH = ["checkpoint.every_minutes=null", "checkpoint.every_n_steps=4"]
-
-
-def plan_for(*args: str):
-    overrides = prepare_argv(list(args))
-    return build_plan(compose_run(overrides), overrides)
 
 
 def _stop_before_step(monkeypatch: pytest.MonkeyPatch, step: int) -> None:

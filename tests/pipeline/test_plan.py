@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from _helpers import plan_for
 
-from tmkd.cli import prepare_argv
 from tmkd.pipeline import manifest
-from tmkd.pipeline.compose import compose_run
-from tmkd.pipeline.plan import PlanError, build_plan
-
-
-def plan_for(*args: str):
-    overrides = prepare_argv(list(args))
-    return build_plan(compose_run(overrides), overrides)
+from tmkd.pipeline.plan import PlanError
 
 
 def test_quickstart_plan_lists_teachers_before_the_stages_that_need_them(tmp_path):

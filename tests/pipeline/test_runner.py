@@ -13,13 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
+from _helpers import plan_for
 
-from tmkd.cli import prepare_argv
 from tmkd.data import get_task
 from tmkd.models.build import ModelSpec, build_classifier
 from tmkd.pipeline import manifest
-from tmkd.pipeline.compose import compose_run
-from tmkd.pipeline.plan import build_plan
 from tmkd.pipeline.runner import run_plan
 
 pytestmark = pytest.mark.slow
@@ -27,11 +25,6 @@ ROOT = Path(__file__).resolve().parents[2]
 # small enough for seconds per run on one thread, large enough that the tiny models learn something
 SMALL = ["data.max_train_samples=400", "data.max_eval_samples=200", "trainer.max_epochs=2", "logger=none",
          "trainer.enable_progress_bar=false", "report.latency=false"]
-
-
-def plan_for(*args: str):
-    overrides = prepare_argv(list(args))
-    return build_plan(compose_run(overrides), overrides)
 
 
 def statuses(plan) -> dict[str, str]:
@@ -153,22 +146,24 @@ def _saved_epoch(ckpt: Path) -> int:
         return -1
 
 
+def _wait_for_a_saved_epoch(proc: subprocess.Popen, runs: Path) -> Path:
+    """The run's last.ckpt once it holds a finished epoch (the process is then mid-run: a signal lands in training)."""
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        found = list(runs.glob("main-*/checkpoints/last.ckpt"))
+        if found and _saved_epoch(found[0]) >= 1:
+            return found[0]
+        time.sleep(0.05)
+    raise AssertionError(f"no epoch was saved; output:\n{proc.communicate()[0][-3000:]}")
+
+
 def test_sigterm_stops_the_run_and_the_same_command_resumes_to_the_same_metrics(tmp_path):
     # enough epochs that the signal lands mid-run even on an idle machine (a fraction of a second per epoch there)
     args = ["experiment=finetune_quick", "data.max_eval_samples=200", "trainer.max_epochs=16", "logger=none",
             "trainer.enable_progress_bar=false", "report.latency=false"]
     env = _env(tmp_path / "ck")
     proc = _cli(args, env)
-    runs = tmp_path / "ck" / "runs" / "finetune_quick"
-    deadline = time.time() + 300
-    last = None
-    while time.time() < deadline and proc.poll() is None:
-        found = list(runs.glob("main-*/checkpoints/last.ckpt"))
-        if found and _saved_epoch(found[0]) >= 1:
-            last = found[0]
-            break
-        time.sleep(0.05)
-    assert last is not None, proc.communicate()[0][-3000:]
+    last = _wait_for_a_saved_epoch(proc, tmp_path / "ck" / "runs" / "finetune_quick")
     proc.send_signal(signal.SIGTERM)
     out = proc.communicate(timeout=120)[0]
     assert proc.returncode == 143, out[-3000:]
@@ -200,16 +195,7 @@ def test_ctrl_c_stops_the_run_like_sigterm_exit_130_and_an_interrupted_manifest(
     args = ["experiment=finetune_quick", "data.max_eval_samples=200", "trainer.max_epochs=16", "logger=none",
             "trainer.enable_progress_bar=false", "report.latency=false", "threads=1"]
     proc = _cli(args, _env(tmp_path / "ck"), preexec_fn=_default_sigint)
-    runs = tmp_path / "ck" / "runs" / "finetune_quick"
-    deadline = time.time() + 300
-    last = None
-    while time.time() < deadline and proc.poll() is None:
-        found = list(runs.glob("main-*/checkpoints/last.ckpt"))
-        if found and _saved_epoch(found[0]) >= 1:
-            last = found[0]
-            break
-        time.sleep(0.05)
-    assert last is not None, proc.communicate()[0][-3000:]
+    last = _wait_for_a_saved_epoch(proc, tmp_path / "ck" / "runs" / "finetune_quick")
     proc.send_signal(signal.SIGINT)
     out = proc.communicate(timeout=120)[0]
     assert proc.returncode == 130, out[-3000:]

@@ -6,19 +6,13 @@ import json
 import statistics
 
 import pytest
+from _helpers import plan_for
 
-from tmkd.cli import prepare_argv
-from tmkd.pipeline.compose import compose_run
-from tmkd.pipeline.plan import PlanError, base_name, build_plan
+from tmkd.pipeline.plan import PlanError, base_name
 from tmkd.pipeline.runner import run_plan
 
 SMALL = ["data.max_train_samples=120", "data.max_eval_samples=80", "trainer.max_epochs=1", "logger=none",
          "trainer.enable_progress_bar=false", "report.latency=false", "threads=1"]
-
-
-def plan_for(*args: str):
-    overrides = prepare_argv(list(args))
-    return build_plan(compose_run(overrides), overrides)
 
 
 def test_every_stage_runs_once_per_seed_and_teachers_are_shared():

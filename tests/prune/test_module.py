@@ -8,26 +8,19 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
+from _helpers import plan_for
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertForSequenceClassification
 
 import tmkd.prune  # noqa: F401  (registers tmkd_pruned_bert with the Auto classes)
-from tmkd.cli import prepare_argv
 from tmkd.data.tasks import get_task
 from tmkd.modules.prune import PruneModule, PruneSettings, report_markdown
-from tmkd.pipeline.compose import compose_run
 from tmkd.pipeline.factory import build_module, build_task
-from tmkd.pipeline.plan import build_plan
 from tmkd.pipeline.runner import run_plan
 from tmkd.prune import PruningConfig, TmkdPrunedBertForSequenceClassification
 from tmkd.prune.masks import topk_count
 
 SMALL = ["data.max_train_samples=256", "data.max_eval_samples=96", "logger=none",
          "trainer.enable_progress_bar=false", "report.latency=false"]
-
-
-def plan_for(*args: str):
-    overrides = prepare_argv(list(args))
-    return build_plan(compose_run(overrides), overrides)
 
 
 def test_settings_from_node_reject_unknown_keys_and_bad_fractions() -> None:

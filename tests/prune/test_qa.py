@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _helpers import plan_for
 from transformers import AutoModelForQuestionAnswering, AutoTokenizer, BertForQuestionAnswering
 
 import tmkd  # noqa: F401  (what a user imports: registers tmkd_pruned_bert with the Auto classes)
@@ -18,11 +19,6 @@ from tmkd.prune import Pruner, PruningConfig, TmkdPrunedBertForQuestionAnswering
 
 SMALL = ["data.max_train_samples=256", "data.max_eval_samples=64", "trainer.max_epochs=3", "logger=none",
          "trainer.enable_progress_bar=false", "report.latency_rows=8", "report.batch_sizes=[1,4]"]
-
-
-def plan_for(*args: str):
-    overrides = prepare_argv(list(args))
-    return build_plan(compose_run(overrides), overrides)
 
 
 def _count(model: torch.nn.Module) -> int:
