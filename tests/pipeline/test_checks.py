@@ -168,6 +168,9 @@ def test_a_teacher_with_fewer_positions_than_max_length_fails_when_the_teachers_
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_sigint_and_sigterm_both_raise_interrupted_with_the_shells_exit_code(sig, code):
+    # as in a terminal: a test runner started in the background (CI) inherits SIGINT ignored, which stop_on_signals
+    # rightly leaves alone (test_an_ignored_signal_stays_ignored)
+    outer = signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
     before = signal.getsignal(sig)
     try:
         with pytest.raises(Interrupted) as err, stop_on_signals():
@@ -175,6 +178,21 @@ def test_sigint_and_sigterm_both_raise_interrupted_with_the_shells_exit_code(sig
             time.sleep(5)  # the handler raises here, at the latest
     except KeyboardInterrupt:  # what Ctrl-C used to be (Lightning turns it into exit 1): fail, do not stop pytest
         pytest.fail(f"{signal.Signals(sig).name} surfaced as KeyboardInterrupt, not Interrupted")
+    finally:
+        after = signal.getsignal(sig)
+        signal.signal(sig, outer)
     assert err.value.signum == sig and err.value.exit_code == code
     assert str(err.value) == f"received {signal.Signals(sig).name}"
-    assert signal.getsignal(sig) == before  # restored
+    assert after == before  # restored
+
+
+def test_an_ignored_signal_stays_ignored():
+    """A caller that ignores SIGINT (nohup, a background job) keeps it ignored while a plan runs."""
+    outer = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with stop_on_signals():
+            assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)  # nothing happens
+            time.sleep(0.2)
+    finally:
+        signal.signal(signal.SIGINT, outer)
