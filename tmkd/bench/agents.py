@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tmkd.environment import environment, summary
 from tmkd.pipeline import locks, manifest
 
 TINY = ["experiment=m_o_1_quick", "data.max_train_samples=64", "data.max_eval_samples=64", "trainer.max_epochs=2",
@@ -187,6 +188,7 @@ def markdown(command: str, args: argparse.Namespace, agents: list[Agent], wall: 
              f"{args.agents} agents on `m_o_1_quick` (tiny caps: {' '.join(TINY[1:])}), distill.alpha cycling over "
              f"{args.settings}; {args.kill} killed with SIGKILL up to {args.kill_delay} s after they started training "
              f"a run, then started again; seed {args.seed}; {os.cpu_count()} CPUs; wall {wall:.0f} s.", "",
+             f"Environment: {summary(environment())}.", "",
              "| agent | alpha | killed at | exit codes (in order) |", "|---|---|---|---|"]
     for a in agents:
         lines.append(f"| agent-{a.index} | {a.setting} | {a.killed or '-'} | {', '.join(map(str, a.codes))} |")
