@@ -47,15 +47,15 @@ def test_a_failure_that_cannot_be_recorded_keeps_its_own_error(monkeypatch, capl
     def boom(*args, **kwargs):
         raise NonFiniteError("training loss is NaN/inf")
 
-    real_update = manifest.update
+    real_write = manifest.write
 
-    def full_disk(folder, **changes):
-        if changes.get("status") == "failed":
+    def full_disk(folder, data):  # every manifest write goes through manifest.write
+        if data.get("status") == "failed":
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real_update(folder, **changes)
+        return real_write(folder, data)
 
     monkeypatch.setattr("tmkd.pipeline.train.run", boom)
-    monkeypatch.setattr(manifest, "update", full_disk)
+    monkeypatch.setattr(manifest, "write", full_disk)
     with caplog.at_level(logging.ERROR), pytest.raises(NonFiniteError):
         run_plan(plan, report=False)
     assert "No space left on device" in caplog.text and "still says 'running'" in caplog.text

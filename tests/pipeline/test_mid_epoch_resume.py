@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,7 @@ def _stop_before_step(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
 
     def stopping(self, trainer, pl_module, batch, batch_idx):
         if trainer.global_step == step:
-            raise Interrupted("stopped by the test")
+            raise Interrupted(signal.SIGTERM)  # as the SIGTERM handler does
         seed_batch(self, trainer, pl_module, batch, batch_idx)
 
     monkeypatch.setattr(EpochSeed, "on_train_batch_start", stopping)
