@@ -186,8 +186,8 @@ def markdown(command: str, args: argparse.Namespace, agents: list[Agent], wall: 
              checks: list[tuple[str, bool, str]], rows: list[dict[str, Any]]) -> str:
     lines = ["# Parallel agents on one checkpoint folder (stress test)", "", f"`{command}`", "",
              f"{args.agents} agents on `m_o_1_quick` (tiny caps: {' '.join(TINY[1:])}), distill.alpha cycling over "
-             f"{args.settings}; {args.kill} chosen to be killed with SIGKILL up to {args.kill_delay} s after they started "
-             f"training a run ({sum(1 for a in agents if a.killed)} were: an agent that finished first is not), "
+             f"{args.settings}; {args.kill} chosen to be killed with SIGKILL up to {args.kill_delay} s after they "
+             f"started training a run ({sum(1 for a in agents if a.killed)} were: one that finished first is not), "
              f"then started again; seed {args.seed}; {os.cpu_count()} CPUs; wall {wall:.0f} s.", "",
              f"Environment: {summary(environment())}.", "",
              "| agent | alpha | killed at | exit codes (in order) |", "|---|---|---|---|"]
