@@ -10,24 +10,17 @@ tensors memory-mapped, not read (:func:`checkpoint_problem`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import zipfile
 from pathlib import Path
 from typing import Any
 
+from tmkd.fingerprint import file_sha256  # never the cached variant: a checksum must read the bytes
+
 log = logging.getLogger(__name__)
 HASH_ALWAYS_BYTES = 64 << 20  # configs, tokenizers, metrics and tiny/small models: always hashed when planning
 CHECKSUMMED_ROOT_FILES = ("metrics.json",)
-
-
-def file_sha256(path: Path, chunk: int = 1 << 24) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def outputs(folder: Path) -> list[str]:
