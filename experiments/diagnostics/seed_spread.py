@@ -38,11 +38,15 @@ class Losses(pl.Callback):
             trainer.should_stop = True
 
 
-def run_one(overrides: list[str], steps: int) -> list[float]:
+def run_one(overrides: list[str], steps: int, init_seed: int | None = None) -> list[float]:
+    """``init_seed`` (default: the run's seed) seeds the model build alone (the new classification head's
+    initialisation); the run's ``seed`` keeps the data order and the dropout masks (EpochSeed)."""
     argv = prepare_argv(overrides)
     cfg = OmegaConf.create(compose_run(argv))
     pl.seed_everything(cfg.seed, workers=True)
     task = build_task(cfg)
+    if init_seed is not None:
+        pl.seed_everything(init_seed, workers=True)
     module, tokenizers = build_module(cfg, task)
     datamodule = build_datamodule(cfg, task, tokenizers)
     losses = Losses(steps)
@@ -63,18 +67,26 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--variant", action="append", default=[],
                         help="NAME=OVERRIDE[,OVERRIDE...] (empty after = for the experiment's defaults)")
+    parser.add_argument("--vary", choices=("both", "init", "data"), default="both",
+                        help="what --seeds vary: both (the run's seed), init (the head initialisation only; data "
+                             "order and dropout keep --fixed-seed) or data (data order and dropout only; the head "
+                             "keeps --fixed-seed's initialisation)")
+    parser.add_argument("--fixed-seed", type=int, default=42)
     parser.add_argument("--out", default=None, help="JSON file for the raw losses")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     variants = [(v.split("=", 1)[0], [o for o in v.split("=", 1)[1].split(",") if o]) for v in args.variant] or [
         ("default", [])]
     raw: dict[str, dict[int, list[float]]] = {}
-    print(f"# {args.experiment}: mean train loss per {args.window} steps (ln 2 = 0.693 is chance)")
+    print(f"# {args.experiment}: mean train loss per {args.window} steps (ln 2 = 0.693 is chance); seeds vary "
+          f"{args.vary}" + ("" if args.vary == "both" else f" (the other part keeps seed {args.fixed_seed})"))
     for name, extra in variants:
         for seed in args.seeds:
             started = time.perf_counter()
-            losses = run_one([f"experiment={args.experiment}", f"data.dir={args.data_dir}", f"seed={seed}",
-                              "logger=none", f"threads={args.threads}", *extra], args.steps)
+            run_seed = args.fixed_seed if args.vary == "init" else seed
+            init_seed = {"both": None, "init": seed, "data": args.fixed_seed}[args.vary]
+            losses = run_one([f"experiment={args.experiment}", f"data.dir={args.data_dir}", f"seed={run_seed}",
+                              "logger=none", f"threads={args.threads}", *extra], args.steps, init_seed)
             raw.setdefault(name, {})[seed] = losses
             windows = [statistics.fmean(losses[i:i + args.window]) for i in range(0, len(losses), args.window)]
             print(f"{name:>12} seed {seed:>3}: " + " ".join(f"{w:.3f}" for w in windows)
