@@ -1,8 +1,9 @@
 """Record the dev metrics of the quick experiments, so a refactor can prove it reproduces them (issue 18).
 
 Runs each experiment of ``QUICK`` as the command line does (``python -m tmkd.run``, seed 42, CPU, tiny models and
-synthetic data) into one fresh checkpoint folder, then writes every run's validation scores (the students of every
-stage and the teachers they trained) to ``tests/pinned/quick_metrics.json`` with the commit that made them.
+synthetic data) into one fresh checkpoint folder, then writes every run's validation scores (per experiment: the
+students of every stage and the teachers they trained) to ``tests/pinned/quick_metrics.json`` with the commit that
+made them.
 ``tests/test_numbers_stay.py`` re-runs the same experiments and compares to float tolerance.
 
     python experiments/pin_quick_metrics.py            # writes tests/pinned/quick_metrics.json
@@ -34,41 +35,69 @@ def run_experiment(name: str, checkpoints: Path) -> None:
                    cwd=ROOT, stdout=subprocess.DEVNULL)
 
 
-def scores(checkpoints: Path) -> dict[str, dict[str, float]]:
-    """``{"<experiment>/<run name>": {metric: value}}`` for every finished run under ``checkpoints``: the run
-    folder's hash is left out (a refactor may change it), and so are timings and anything that is not a score."""
-    found: dict[str, dict[str, float]] = {}
-    for path in sorted(checkpoints.glob("runs/*/*/metrics.json")):
-        experiment, folder = path.parent.parent.name, path.parent.name
-        name = folder.rsplit("-", 1)[0]
-        metrics = json.loads(path.read_text())
-        found[f"{experiment}/{name}"] = {k: float(v) for k, v in sorted(metrics.items())
-                                         if isinstance(v, (int, float)) and not isinstance(v, bool)
-                                         and k.split("/")[0] in ("val", "dev", "val_matched", "val_mismatched")
-                                         and not k.endswith("_best")}
-    return {k: v for k, v in found.items() if v}
+def plan_scores(name: str, checkpoints: Path) -> dict[str, dict[str, float]]:
+    """``{run name: {metric: value}}`` for every run of ``name``'s plan (teachers and stages), read from the run
+    folders the plan points at (their hashes are not part of the key: a refactor may change them). Only scores:
+    validation metrics, not timings, not the ``_best`` copies."""
+    from tmkd.cli import prepare_argv
+    from tmkd.pipeline.compose import compose_run
+    from tmkd.pipeline.plan import build_plan
+
+    previous = os.environ.get("TMKD_CHECKPOINTS")
+    os.environ["TMKD_CHECKPOINTS"] = str(checkpoints)
+    try:
+        overrides = prepare_argv([f"experiment={name}", *ARGS])
+        plan = build_plan(compose_run(overrides), overrides)
+    finally:
+        if previous is None:
+            os.environ.pop("TMKD_CHECKPOINTS")
+        else:
+            os.environ["TMKD_CHECKPOINTS"] = previous
+    return {run.name: scores_of(json.loads((run.out_dir / "metrics.json").read_text())) for run in plan.selected()}
 
 
-def pin(experiments: tuple[str, ...] = QUICK, checkpoints: Path | None = None) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = checkpoints or Path(tmp)
-        for name in experiments:
-            started = time.perf_counter()
+def scores_of(metrics: dict[str, Any]) -> dict[str, float]:
+    """What a run scored, flat: the best checkpoint's metrics (``best``), its teachers' and (adapters) the ensemble's
+    dev scores, and the parameter count. Timings, paths and cache counters are left out: they may change."""
+    flat: dict[str, float] = {"params": float(metrics["params"])} if "params" in metrics else {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(f"{prefix}{key}/", value)
+        elif isinstance(node, (int, float)) and not isinstance(node, bool):
+            flat[prefix.rstrip("/")] = float(node)
+
+    for section in ("best", "teachers", "ensemble"):
+        walk(f"{section}:", metrics.get(section, {}))
+    return {k: v for k, v in sorted(flat.items()) if not k.endswith("/weight")}
+
+
+def pin(folder: Path, experiments: tuple[str, ...] = QUICK, run: bool = True) -> dict[str, dict[str, dict[str, float]]]:
+    found = {}
+    for name in experiments:
+        started = time.perf_counter()
+        if run:
             run_experiment(name, folder)
-            print(f"{name}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
-        return scores(folder)
+        found[name] = plan_scores(name, folder)
+        print(f"{name}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    return found
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--checkpoints", type=Path, default=None, help="keep the runs here (default: a temp folder)")
+    parser.add_argument("--read-only", action="store_true", help="read --checkpoints' finished runs, run nothing")
     args = parser.parse_args()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                            check=True).stdout.strip()
-    pinned = {"commit": commit, "experiments": list(QUICK), "args": list(ARGS), "runs": pin()}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = args.checkpoints or Path(tmp)
+        runs = pin(folder, run=not args.read_only)
+        made_by = json.loads(next(folder.glob("runs/*/*/manifest.json")).read_text())["environment"]
+    pinned = {"commit": made_by["git_commit"][:7], "environment": made_by, "args": list(ARGS), "experiments": runs}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(pinned, indent=2) + "\n")
-    print(f"wrote {args.out} ({len(pinned['runs'])} runs)")
+    print(f"wrote {args.out} ({sum(map(len, pinned['experiments'].values()))} runs)")
 
 
 if __name__ == "__main__":
