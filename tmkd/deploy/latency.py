@@ -196,8 +196,11 @@ def measure_latency(run: Callable[[Batch], Any] | torch.nn.Module, batches: Sequ
 
 
 def measure_sizes(run: Callable[[Batch], Any], encode_batch: Callable[[list[tuple[str, ...]]], Batch],
-                   texts: Sequence[tuple[str, ...]], batch_sizes: Sequence[int], warmup: int, max_batches: int,
-                   min_batches: int, budget_s: float) -> dict[str, dict[str, Any]]:
+                  texts: Sequence[tuple[str, ...]], batch_sizes: Sequence[int], warmup: int, max_batches: int,
+                  min_batches: int, budget_s: float) -> dict[str, dict[str, Any]]:
+    """:func:`measure_latency` of ``run`` at each batch size (keys: the sizes as strings), on batches of ``texts``
+    encoded by ``encode_batch`` before timing; the backends (torch here, ONNX Runtime in :mod:`tmkd.deploy.onnx`)
+    differ only in ``run`` and ``encode_batch``."""
     out = {}
     for size in batch_sizes:
         distinct = min(max_batches, max(1, math.ceil(len(texts) / size)))
@@ -222,7 +225,7 @@ def torch_latency(model: torch.nn.Module, tokenizer: Any, texts: Sequence[tuple[
     try:
         with torch_threads(threads) as used, torch.inference_mode():
             batches = measure_sizes(model, lambda b: encode(tokenizer, b, max_length, names), texts, batch_sizes,
-                                     warmup, max_batches, min_batches, budget_s)
+                                    warmup, max_batches, min_batches, budget_s)
     finally:
         model.train(was_training)
     env = {**timing_environment(used, "torch"), "rows": len(texts), "max_length": max_length}

@@ -1,4 +1,5 @@
-"""ONNX export of sequence classifiers, and a parity check of ONNX Runtime against PyTorch.
+"""ONNX export of sequence classifiers, a parity check of ONNX Runtime against PyTorch, and ONNX Runtime latency
+(the same harness as PyTorch's: :mod:`tmkd.deploy.latency`).
 
 Exporter choice (checked with torch 2.13, transformers 5.23, onnx 1.23, onnxruntime 1.32 on MiniLM-L6 and
 MPNet-base): the TorchScript-based ``torch.onnx.export(..., dynamo=False)``.
@@ -231,15 +232,15 @@ def onnx_latency(onnx_dir: str | os.PathLike, tokenizer: Any, texts: Sequence[tu
                  batch_sizes: Sequence[int] = (1, 32), max_length: int = 128, threads: int | None = None,
                  warmup: int = 2, max_batches: int = 50, min_batches: int = 3, budget_s: float = 2.0
                  ) -> dict[str, Any]:
-    """:func:`torch_latency` for an ONNX export (a folder from :func:`tmkd.deploy.export_onnx` or a ``.onnx``
-    file) through ONNX Runtime; ``tokenizer=None`` loads the one saved beside the export."""
+    """:func:`tmkd.deploy.latency.torch_latency` for an ONNX export (a folder from :func:`export_onnx` or a
+    ``.onnx`` file) through ONNX Runtime; ``tokenizer=None`` loads the one saved beside the export."""
     path = onnx_file(onnx_dir)
     if tokenizer is None:
         tokenizer = AutoTokenizer.from_pretrained(path.parent)
     session = ort_session(path, threads)
     names = [i.name for i in session.get_inputs()]
     batches = measure_sizes(lambda b: session.run(None, b), lambda b: encode(tokenizer, b, max_length, names, "np"),
-                             texts, batch_sizes, warmup, max_batches, min_batches, budget_s)
+                            texts, batch_sizes, warmup, max_batches, min_batches, budget_s)
     used = threads if threads is not None else usable_cpus()  # ORT's default: one thread per usable core
     env = {**timing_environment(used, "onnxruntime"), "rows": len(texts), "max_length": max_length}
     return {"env": env, "batches": batches}
