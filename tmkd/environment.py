@@ -15,6 +15,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from tmkd import __version__
+
 # Distributions whose versions change results; their versions are compared when a finished run is reused.
 PACKAGES = ("torch", "transformers", "pytorch-lightning", "datasets", "torchmetrics", "tokenizers")
 
@@ -69,8 +71,6 @@ def device_name(accelerator: str | None = None) -> str:
 def environment(threads: int | None = None, accelerator: str | None = None) -> dict[str, Any]:
     """The environment of this process, as recorded in a manifest (``threads``: the intra-op threads in use)."""
     import torch
-
-    from tmkd import __version__
 
     return {
         "tmkd": __version__, **{f"git_{k}": v for k, v in git_state().items()},

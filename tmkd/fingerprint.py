@@ -8,6 +8,9 @@ replacement or move of the file changes the key and the file is hashed again. A 
 file system's timestamp granularity would otherwise keep its size and mtime and read a stale digest.
 
 A model folder's fingerprint covers the files ``from_pretrained`` reads (:func:`model_files`), by name and content.
+In memory: :func:`fingerprint_module` hashes a model's weights, :func:`tensor_checksum` one tensor, and
+:func:`cache_key` turns the parts a cache entry depends on into its key (soft targets, features).
+Planning imports this module, so it stays light: torch is imported only when a tensor is hashed.
 """
 
 from __future__ import annotations
@@ -17,8 +20,12 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from tmkd.atomic import atomic_file
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
 
 RACY_SECONDS = 2.0
 # Files of a model folder that do not change what the model computes: cards, git metadata, other frameworks'
@@ -87,4 +94,36 @@ def folder_fingerprint(folder: str | Path) -> str:
     digest = hashlib.sha256()
     for path in model_files(root):
         digest.update(f"{path.relative_to(root).as_posix()}\0{cached_file_sha256(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def cache_key(**parts: Any) -> str:
+    """Stable key from JSON-serialisable parts (order-independent); 24 hex chars of their sha256."""
+    payload = json.dumps(parts, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+def _update_with_tensor(digest: Any, tensor: Tensor) -> None:
+    """Feed dtype, shape and raw bytes of ``tensor`` into a hashlib object (no extra full copy)."""
+    import torch  # lazy: planning imports this module without torch (see the module docs)
+
+    flat = tensor.detach().cpu().contiguous().reshape(-1)
+    digest.update(f"{flat.dtype}|{tuple(tensor.shape)}|".encode())
+    # Viewing as uint8 works for every dtype (bf16 included, which numpy cannot represent).
+    digest.update(flat.view(torch.uint8).numpy())
+
+
+def tensor_checksum(tensor: Tensor) -> str:
+    """sha256 over dtype, shape and bytes of ``tensor``."""
+    digest = hashlib.sha256()
+    _update_with_tensor(digest, tensor)
+    return digest.hexdigest()
+
+
+def fingerprint_module(model: nn.Module) -> str:
+    """sha256 over the state_dict (sorted names, dtype, shape, bytes): changes whenever any weight does."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode() + b"\0")
+        _update_with_tensor(digest, tensor)
     return digest.hexdigest()

@@ -12,12 +12,11 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from tmkd.bench.latency import (
+from tmkd.bench.latency import main, markdown_table
+from tmkd.deploy.latency import (
     encode,
     load_texts,
-    main,
     make_batches,
-    markdown_table,
     measure_latency,
     model_input_names,
     model_latency,

@@ -14,8 +14,8 @@ from omegaconf import OmegaConf
 
 from tmkd.data import DataError, get_task, load_splits
 from tmkd.data.holdout import HOLDOUT_SPLIT, Holdout, HoldoutError, group_by, holdout_rows, holdout_task
+from tmkd.data.loading import split_fingerprint
 from tmkd.data.synthetic_qa import generate_qa
-from tmkd.distill.targets import split_fingerprint
 from tmkd.pipeline import manifest
 from tmkd.pipeline.distill_factory import warn_teacher_holdout
 from tmkd.pipeline.report import scored_on
@@ -238,7 +238,7 @@ def test_a_distillation_plan_holds_out_the_same_rows_for_teachers_and_student_an
 
 
 def test_report_latency_texts_come_from_the_held_out_part_when_the_dev_set_is_off_limits(tmp_path):
-    from tmkd.bench.latency import load_texts
+    from tmkd.deploy.latency import load_texts
 
     root = write_local_train_only(tmp_path / "data", SYNTH)
     texts = load_texts(dataclasses.replace(SYNTH, synthetic=None), root, rows=5, holdout=TENTH)

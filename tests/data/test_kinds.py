@@ -8,7 +8,7 @@ from datasets import Dataset
 
 from tmkd.data import STUDENT, DataError, TaskDataModule, get_task
 from tmkd.data.kinds import KINDS, get_kind
-from tmkd.data.loading import validate_split
+from tmkd.data.sources import validate_split
 from tmkd.models.tokenizers import synthetic_tokenizer
 
 

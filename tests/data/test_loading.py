@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from datasets import Dataset, DatasetDict
 
-from tmkd.data import DataError, get_task, load_splits, loading
+from tmkd.data import DataError, get_task, load_splits, sources
 
 RTE = get_task("rte")
 
@@ -67,12 +67,12 @@ def test_data_dir_argument_wins_over_env(tmp_path, monkeypatch):
     assert len(load_splits(RTE, data_dir=from_arg)["train"]) == 3
     assert len(load_splits(RTE, data_dir=None)["train"]) == 5  # env used when data.dir is unset
     assert len(load_splits(RTE, data_dir="")["train"]) == 5
-    assert loading.resolve_data_dir(str(from_arg)) == from_arg
+    assert sources.resolve_data_dir(str(from_arg)) == from_arg
 
 
 def test_no_data_dir_and_no_env_means_hub(monkeypatch):
     monkeypatch.delenv("TMKD_DATA_DIR", raising=False)
-    assert loading.resolve_data_dir(None) is None
+    assert sources.resolve_data_dir(None) is None
 
 
 def test_data_dir_that_is_not_a_directory_is_an_error(tmp_path):

@@ -21,8 +21,8 @@ MISSING = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is 
 pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"{' and '.join(MISSING)} not installed "
                                                       "(pip install onnx onnxruntime): ONNX export is optional")
 
-from tmkd.bench.latency import onnx_latency  # noqa: E402
 from tmkd.deploy import DEFAULT_ATOL, check_parity, default_onnx_dir, export_onnx  # noqa: E402
+from tmkd.deploy.onnx import onnx_latency  # noqa: E402
 
 # Pairs of clearly different lengths: batches of 3 mix padded and unpadded rows at several padded lengths.
 TEXTS = [("alpha", "beta"), ("gamma delta alpha beta gamma delta", "alpha beta gamma"),

@@ -6,7 +6,8 @@ import logging
 import pytest
 import torch
 
-from tmkd.distill.cache import SoftTargetCache, cache_key, fingerprint_module
+from tmkd.distill.cache import SoftTargetCache
+from tmkd.fingerprint import cache_key, fingerprint_module
 
 
 class Counter:

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from tmkd.data import STUDENT, TaskDataModule, get_task
+from tmkd.data.loading import split_fingerprint
 from tmkd.distill.ensemble import Teacher, TeacherEnsemble
-from tmkd.distill.targets import SoftTargetStore, split_fingerprint
+from tmkd.distill.targets import SoftTargetStore
 from tmkd.finite import NonFiniteError
 from tmkd.models import ModelSpec, build_classifier
 

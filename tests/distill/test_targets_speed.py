@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from tmkd.data import STUDENT, TaskDataModule, get_task
+from tmkd.data.sampling import length_batches
 from tmkd.distill.ensemble import Teacher, TeacherEnsemble
-from tmkd.distill.targets import SoftTargetStore, length_batches
+from tmkd.distill.targets import SoftTargetStore
 from tmkd.models import ModelSpec, build_classifier
 from tmkd.models.tokenizers import synthetic_tokenizer
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from tmkd.analysis.bootstrap import Comparison, MethodRuns, compare
 from tmkd.analysis.runs import CompareError, RunInfo, check_reported, discover, group_runs, load_predictions, load_run
+from tmkd.atomic import atomic_file
 
 
 @dataclass
@@ -216,8 +217,6 @@ def plot(result: Result, path: Path) -> Path | None:
 
 def write_outputs(result: Result, prefix: str | Path) -> dict[str, Path]:
     """``<prefix>.md``, ``<prefix>.json`` and ``<prefix>.png`` (no plot when there is only the baseline)."""
-    from tmkd.atomic import atomic_file
-
     prefix = Path(prefix)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     paths = {"md": prefix.with_name(prefix.name + ".md"), "json": prefix.with_name(prefix.name + ".json")}

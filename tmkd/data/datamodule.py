@@ -13,7 +13,7 @@ from transformers import PreTrainedTokenizerBase
 from tmkd.data.holdout import HOLDOUT_SPLIT, Holdout, group_by, holdout_task
 from tmkd.data.kinds import get_kind
 from tmkd.data.loading import load_splits
-from tmkd.data.sampling import EpochSampler, ResumableLoader
+from tmkd.data.sampling import EpochSampler, ResumableLoader, length_batches
 from tmkd.data.tasks import TaskSpec
 from tmkd.data.tokenize import view_lengths
 
@@ -134,8 +134,6 @@ class TaskDataModule(SplitsDataModule):
         batches padded to their longest row then carry little padding. Metrics do not depend on the order:
         classification metrics add up per-row counts, QA collects windows by ``row_id`` and post-processes them
         in row order (``predictions.json`` included)."""
-        from tmkd.distill.targets import length_batches  # tmkd.distill imports tmkd.data: import here, not above
-
         loaders = []
         for split in self.task.eval_splits:
             ds = self.encoded[split]

@@ -37,7 +37,8 @@ import numpy as np
 import pandas as pd
 from datasets import Dataset
 
-from tmkd.data.loading import DataError, _load_hub, _load_local, resolve_data_dir, validate_split
+from tmkd.data.sources import DataError, load_hub, load_local, resolve_data_dir, validate_split
+from tmkd.data.synthetic import cache_root
 from tmkd.data.tasks import TaskSpec, get_task
 
 log = logging.getLogger(__name__)
@@ -165,8 +166,6 @@ def subset(frame: pd.DataFrame, max_pairs: int | None, seed: int) -> pd.DataFram
 
 def materialise(name: str, frame: pd.DataFrame, split: str) -> Path:
     """Write ``frame`` as ``<split>.parquet`` once, in a cache folder named by its content (so never stale)."""
-    from tmkd.data.synthetic import cache_root
-
     digest = hashlib.sha256()
     for row in frame.itertuples(index=False):
         digest.update("\x1f".join(map(str, row)).encode() + b"\x1e")
@@ -183,7 +182,7 @@ def materialise(name: str, frame: pd.DataFrame, split: str) -> Path:
 def load_source(source: TaskSpec, split: str, data_dir: str | os.PathLike | None) -> Dataset:
     """The source task's split, from ``data.dir`` or the hub, validated by its kind."""
     root = resolve_data_dir(data_dir)
-    raw = _load_local(root / (source.local_path or source.name), [split]) if root else _load_hub(source, [split])
+    raw = load_local(root / (source.local_path or source.name), [split]) if root else load_hub(source, [split])
     return validate_split(raw[split], source, split)
 
 
@@ -202,4 +201,4 @@ def build_train_split(task: TaskSpec, data_dir: str | os.PathLike | None, eval_s
              task.name, stats["pairs"], stats["questions"], source.name, split, stats["entailment"],
              stats["answer_in_no_sentence"], len(frame))
     folder = materialise(task.name, frame, task.train_split)
-    return _load_local(folder, [task.train_split])[task.train_split]
+    return load_local(folder, [task.train_split])[task.train_split]

@@ -30,9 +30,12 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from tmkd.data import qa
+from tmkd.data import qa, synthetic
+from tmkd.data.synthetic_qa import materialise_qa
 from tmkd.data.tasks import TaskSpec
 from tmkd.data.tokenize import SEP, MultiViewCollator, encode
+from tmkd.metrics import squad
+from tmkd.metrics.classification import build_metrics
 from tmkd.registry import Registry
 
 KINDS: Registry[TaskKind] = Registry("task kind")
@@ -142,8 +145,6 @@ class ClassificationEvaluator(Evaluator):
 
     def __init__(self, task: TaskSpec) -> None:
         super().__init__()
-        from tmkd.modules.metrics import build_metrics
-
         self.metrics = build_metrics(task.metrics, task.num_labels)
         self.parts: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []  # (row_id, label, pred, probs) per batch
         self.last: dict[str, np.ndarray] | None = None
@@ -227,8 +228,6 @@ class ClassificationKind(TaskKind):
         return ds
 
     def materialise(self, task: TaskSpec) -> Any:
-        from tmkd.data import synthetic
-
         return synthetic.materialise(task.name, task.text_columns, task.eval_splits[0], dict(task.synthetic or {}))
 
     def encode(self, ds: Dataset, tokenizers: Mapping[str, PreTrainedTokenizerBase], task: TaskSpec,
@@ -276,19 +275,18 @@ def qa_evaluate(task: TaskSpec, examples: Any, features: Any, starts: Any, ends:
     threshold (``best_f1`` / ``best_f1_thresh``, v2 only). Returned predictions are the model's answers
     (``""`` where v2 says no answer); no-answer scores are margins (``null - best span``, logit scale).
     """
-    from tmkd.metrics.squad import evaluate, golds_from_rows
-
     spans, margins = qa.postprocess(examples, features, starts, ends, n_best=task.n_best,
                                     max_answer_length=task.max_answer_length, version_2=False)
-    golds = golds_from_rows(list(examples["id"]), list(examples["answers"]))
+    golds = squad.golds_from_rows(list(examples["id"]), list(examples["answers"]))
     if not spans:
         return {}, {}, {}
     golds = {k: v for k, v in golds.items() if k in spans}  # e.g. the sanity check saw a few windows only
     if task.version_2:
-        result = evaluate(golds, spans, na_probs=margins, na_prob_thresh=task.null_threshold, warn_missing=False)
+        result = squad.evaluate(golds, spans, na_probs=margins, na_prob_thresh=task.null_threshold,
+                                warn_missing=False)
         preds = {k: ("" if margins[k] > task.null_threshold else v) for k, v in spans.items()}
     else:
-        result = evaluate(golds, spans, warn_missing=False)
+        result = squad.evaluate(golds, spans, warn_missing=False)
         preds = spans
     metrics = {k: float(v) for k, v in result.items() if not k.endswith("total")}
     if not task.version_2:
@@ -412,8 +410,6 @@ class QAKind(TaskKind):
         return ds
 
     def materialise(self, task: TaskSpec) -> Any:
-        from tmkd.data.synthetic_qa import materialise_qa
-
         return materialise_qa(task.name, dict(task.synthetic or {}))
 
     def encode(self, ds: Dataset, tokenizers: Mapping[str, PreTrainedTokenizerBase], task: TaskSpec,

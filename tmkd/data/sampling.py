@@ -9,7 +9,7 @@ position within an epoch, so a run stopped mid-epoch resumes at the next batch o
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -110,3 +110,12 @@ class _SkipFirst:
     def __iter__(self) -> Iterator[Any]:
         skip = self.loader._start()
         yield from itertools.islice(self.batches, skip, None)
+
+
+def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Row indices in batches of similar length, longest first (a memory error shows on the first batch, not the
+    last); ties keep row order, so the batching is deterministic."""
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[a:a + batch_size] for a in range(0, len(order), batch_size)]

@@ -7,6 +7,8 @@ the student's view.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,6 +19,21 @@ from transformers import PreTrainedTokenizerBase
 from tmkd.data.tasks import TaskSpec
 
 SEP = "."  # view/column separator in encoded datasets: "student.input_ids"
+
+
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    """Same fingerprint <=> same token ids for the same text (vocab, normaliser, special tokens)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        state = json.loads(backend.to_str())
+        # Truncation/padding are per-call settings the backend remembers after use: not identity.
+        state.pop("truncation", None)
+        state.pop("padding", None)
+        spec = json.dumps(state, sort_keys=True)
+    else:
+        spec = repr(sorted(tokenizer.get_vocab().items()))
+    extra = repr((type(tokenizer).__name__, tokenizer.padding_side, tokenizer.model_input_names))
+    return hashlib.sha256((spec + extra).encode()).hexdigest()[:16]
 
 
 def encode_view(ds: Dataset, tokenizer: PreTrainedTokenizerBase, task: TaskSpec, max_length: int,

@@ -1,4 +1,5 @@
-"""Deployment exports: ONNX (``export_onnx``) with a parity check against PyTorch (``check_parity``).
+"""Deployment: ONNX exports (``export_onnx``) with a parity check against PyTorch (``check_parity``), and CPU latency
+of either backend (:mod:`tmkd.deploy.latency`, :func:`tmkd.deploy.onnx.onnx_latency`).
 
 onnx and onnxruntime are imported only when an export or a check runs, so ``import tmkd.deploy`` needs neither.
 """

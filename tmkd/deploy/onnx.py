@@ -1,4 +1,5 @@
-"""ONNX export of sequence classifiers, and a parity check of ONNX Runtime against PyTorch.
+"""ONNX export of sequence classifiers, a parity check of ONNX Runtime against PyTorch, and ONNX Runtime latency
+(the same harness as PyTorch's: :mod:`tmkd.deploy.latency`).
 
 Exporter choice (checked with torch 2.13, transformers 5.23, onnx 1.23, onnxruntime 1.32 on MiniLM-L6 and
 MPNet-base): the TorchScript-based ``torch.onnx.export(..., dynamo=False)``.
@@ -28,6 +29,18 @@ from typing import Any
 
 import numpy as np
 import torch
+from transformers import AutoTokenizer
+
+from tmkd.data.synthetic import cache_root
+from tmkd.deploy.latency import (
+    INPUT_NAMES,
+    encode,
+    measure_sizes,
+    model_input_names,
+    timing_environment,
+)
+from tmkd.environment import usable_cpus
+from tmkd.models.saved import load_model, model_folder
 
 ONNX_NAME = "model.onnx"
 META_NAME = "tmkd_onnx.json"  # written last: its presence marks a complete export
@@ -60,15 +73,11 @@ def default_onnx_dir(name_or_path: str | os.PathLike) -> Path:
         return p.with_name(p.stem + "_onnx")
     if p.is_dir():
         return p / "onnx"
-    from tmkd.data.synthetic import cache_root
-
     return cache_root() / "onnx" / str(name_or_path).replace("/", "--")
 
 
 def _fingerprint(name_or_path: str | os.PathLike) -> list[list[Any]]:
     """Name, size and mtime of the files the model loads from: a changed checkpoint invalidates the export."""
-    from tmkd.bench.latency import model_folder
-
     files: list[Path] = []
     folder = model_folder(name_or_path)
     if folder is not None:
@@ -91,8 +100,6 @@ class _Logits(torch.nn.Module):
 
 def graph_inputs(model: torch.nn.Module, tokenizer: Any) -> list[str]:
     """Inputs the graph takes: what the tokenizer produces and ``forward`` accepts (MPNet: no token_type_ids)."""
-    from tmkd.bench.latency import INPUT_NAMES, model_input_names
-
     accepted = model_input_names(model) or list(INPUT_NAMES)
     produced = set(tokenizer.model_input_names)
     names = [n for n in accepted if n in produced]
@@ -121,8 +128,6 @@ def export_onnx(model_dir: str | os.PathLike, out_dir: str | os.PathLike | None 
         if all(old.get(k) == v for k, v in meta.items()):
             return out / ONNX_NAME
     if model is None or tokenizer is None:
-        from tmkd.bench.latency import load_model
-
         model, tokenizer = load_model(model_dir)
     names = graph_inputs(model, tokenizer)
     example = tokenizer(list(TRACE_TEXTS), padding=True, return_tensors="pt")
@@ -177,8 +182,6 @@ def check_parity(model_dir: str | os.PathLike, onnx_path: str | os.PathLike, tex
     leaves 10x headroom over that, while real export bugs (a shape baked into the trace, a dropped attention
     mask, swapped inputs, dropout left on, other weights) move logits by 1e-3..1, even on a tiny random model.
     """
-    from tmkd.bench.latency import encode, load_model, ort_session
-
     if model is None or tokenizer is None:
         model, tokenizer = load_model(model_dir)
     session = ort_session(onnx_file(onnx_path))
@@ -207,3 +210,37 @@ def check_parity(model_dir: str | os.PathLike, onnx_path: str | os.PathLike, tex
     return {"max_abs_diff": worst, "ok": bool(worst <= atol), "atol": atol, "examples": len(texts),
             "batches": batches, "batch_sizes": list(batch_sizes), "seq_lens": sorted(lengths),
             "argmax_agreement": agree / examples, "max_abs_logit": biggest}
+
+
+def ort_session(onnx_path: str | os.PathLike, threads: int | None = None) -> Any:
+    """A CPU InferenceSession with ``threads`` intra-op threads (``None``: ONNX Runtime's default), one inter-op
+    thread and all graph optimisations, so its thread count matches the torch side's."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_latency(onnx_dir: str | os.PathLike, tokenizer: Any, texts: Sequence[tuple[str, ...]],
+                 batch_sizes: Sequence[int] = (1, 32), max_length: int = 128, threads: int | None = None,
+                 warmup: int = 2, max_batches: int = 50, min_batches: int = 3, budget_s: float = 2.0
+                 ) -> dict[str, Any]:
+    """:func:`tmkd.deploy.latency.torch_latency` for an ONNX export (a folder from :func:`export_onnx` or a
+    ``.onnx`` file) through ONNX Runtime; ``tokenizer=None`` loads the one saved beside the export."""
+    path = onnx_file(onnx_dir)
+    if tokenizer is None:
+        tokenizer = AutoTokenizer.from_pretrained(path.parent)
+    session = ort_session(path, threads)
+    names = [i.name for i in session.get_inputs()]
+    batches = measure_sizes(lambda b: session.run(None, b), lambda b: encode(tokenizer, b, max_length, names, "np"),
+                            texts, batch_sizes, warmup, max_batches, min_batches, budget_s)
+    used = threads if threads is not None else usable_cpus()  # ORT's default: one thread per usable core
+    env = {**timing_environment(used, "onnxruntime"), "rows": len(texts), "max_length": max_length}
+    return {"env": env, "batches": batches}

@@ -1,13 +1,12 @@
 """On-disk soft-target cache: teacher forward passes are paid once across epochs, stages and trials.
 
-Keys are content hashes (see :func:`cache_key`, :func:`fingerprint_module`), so a changed teacher,
-dataset or preprocessing setting yields a new key instead of stale targets. Files are written
+Keys are content hashes (:func:`tmkd.fingerprint.cache_key`, :func:`tmkd.fingerprint.fingerprint_module`), so a
+changed teacher, dataset or preprocessing setting yields a new key instead of stale targets. Files are written
 atomically and verified by checksum on load; a damaged file is dropped and recomputed, never trusted.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -16,44 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from tmkd.atomic import atomic_file
+from tmkd.fingerprint import tensor_checksum
 
 logger = logging.getLogger(__name__)
 
 _FORMAT_VERSION = 1
 _KEY_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-
-
-def _update_with_tensor(digest: Any, tensor: Tensor) -> None:
-    """Feed dtype, shape and raw bytes of ``tensor`` into a hashlib object (no extra full copy)."""
-    flat = tensor.detach().cpu().contiguous().reshape(-1)
-    digest.update(f"{flat.dtype}|{tuple(tensor.shape)}|".encode())
-    # Viewing as uint8 works for every dtype (bf16 included, which numpy cannot represent).
-    digest.update(flat.view(torch.uint8).numpy())
-
-
-def tensor_checksum(tensor: Tensor) -> str:
-    """sha256 over dtype, shape and bytes of ``tensor``."""
-    digest = hashlib.sha256()
-    _update_with_tensor(digest, tensor)
-    return digest.hexdigest()
-
-
-def fingerprint_module(model: nn.Module) -> str:
-    """sha256 over the state_dict (sorted names, dtype, shape, bytes): changes whenever any weight does."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode() + b"\0")
-        _update_with_tensor(digest, tensor)
-    return digest.hexdigest()
-
-
-def cache_key(**parts: Any) -> str:
-    """Stable key from JSON-serialisable parts (order-independent); 24 hex chars of their sha256."""
-    payload = json.dumps(parts, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
 class SoftTargetCache:

@@ -8,8 +8,6 @@ share one tokenised *view* of the data, so nothing is encoded twice.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,22 +17,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from tmkd.data.kinds import get_kind
 from tmkd.data.tasks import TaskSpec
-from tmkd.distill.cache import fingerprint_module
-
-
-def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
-    """Same fingerprint <=> same token ids for the same text (vocab, normaliser, special tokens)."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        state = json.loads(backend.to_str())
-        # Truncation/padding are per-call settings the backend remembers after use: not identity.
-        state.pop("truncation", None)
-        state.pop("padding", None)
-        spec = json.dumps(state, sort_keys=True)
-    else:
-        spec = repr(sorted(tokenizer.get_vocab().items()))
-    extra = repr((type(tokenizer).__name__, tokenizer.padding_side, tokenizer.model_input_names))
-    return hashlib.sha256((spec + extra).encode()).hexdigest()[:16]
+from tmkd.data.tokenize import tokenizer_fingerprint
+from tmkd.fingerprint import fingerprint_module
 
 
 @dataclass

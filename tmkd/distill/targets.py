@@ -21,7 +21,6 @@ were computed in; ``inference_mode``, ``batch_size`` rows per forward pass (defa
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,39 +32,20 @@ from transformers import PreTrainedTokenizerBase
 
 from tmkd.data import qa
 from tmkd.data.kinds import get_kind
+from tmkd.data.loading import split_fingerprint
+from tmkd.data.sampling import length_batches
 from tmkd.data.tasks import TaskSpec
-from tmkd.data.tokenize import SEP, encode, view_lengths
-from tmkd.distill.cache import SoftTargetCache, cache_key
-from tmkd.distill.ensemble import TeacherEnsemble, tokenizer_fingerprint
+from tmkd.data.tokenize import SEP, encode, tokenizer_fingerprint, view_lengths
+from tmkd.distill.cache import SoftTargetCache
+from tmkd.distill.ensemble import TeacherEnsemble
+from tmkd.fingerprint import cache_key
 from tmkd.finite import NonFiniteError
+from tmkd.models.build import usable_positions
 
 log = logging.getLogger(__name__)
 
 
-def split_fingerprint(ds: Dataset, task: TaskSpec, labelled: bool = True) -> str:
-    """Content hash of the texts and labels in row order (``datasets`` fingerprints of local files
-    follow paths and times, not content, so they are not enough to rule out stale targets).
-
-    ``labelled=False`` (an unlabelled train split): the texts only, so the targets do not depend on a label column
-    (there is none: the loader drops it)."""
-    digest = hashlib.sha256()
-    for col in (*task.text_columns, *((task.label_column,) if labelled else ())):
-        digest.update(col.encode() + b"\0")
-        for value in ds[col]:
-            digest.update(str(value).encode() + b"\x1f")
-    return digest.hexdigest()
-
-
 DEFAULT_BATCH_SIZE = 128  # inference only: no activations kept, so batches can be larger than training's
-
-
-def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Row indices in batches of similar length, longest first (a memory error shows on the first batch, not the
-    last); ties keep row order, so the batching is deterministic."""
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    return [order[a:a + batch_size] for a in range(0, len(order), batch_size)]
 
 
 def refuse_non_finite(logits: Tensor, teacher: str, task: str, split: str) -> None:
@@ -179,8 +159,6 @@ class SoftTargetStore:
     def teacher_max_length(self, teacher_index: int) -> int:
         """A teacher's window length for re-tokenised student windows: the student's plus headroom, within what
         the teacher's tokenizer and position embeddings allow."""
-        from tmkd.models.build import usable_positions
-
         t = self.ensemble.teachers[teacher_index]
         return min(self.max_length + self.teacher_headroom, int(t.tokenizer.model_max_length),
                    usable_positions(t.model.config))

@@ -42,14 +42,12 @@ from torch.utils.data import Dataset as TorchDataset
 from transformers import PreTrainedTokenizerBase
 
 from tmkd.atomic import apply_umask, atomic_file
+from tmkd.data.loading import split_fingerprint
 from tmkd.data.synthetic import cache_root
 from tmkd.data.tasks import TaskSpec
-from tmkd.data.tokenize import SEP, encode_view
-from tmkd.distill.cache import cache_key
-from tmkd.distill.ensemble import tokenizer_fingerprint
-from tmkd.distill.targets import split_fingerprint
+from tmkd.data.tokenize import SEP, encode_view, tokenizer_fingerprint
 from tmkd.features.encoder import POOLINGS, FrozenEncoder
-from tmkd.fingerprint import file_sha256  # shared with the run identity (tmkd.pipeline.identity)
+from tmkd.fingerprint import cache_key, file_sha256  # file_sha256: shared with the run identity (pipeline.identity)
 
 logger = logging.getLogger(__name__)
 

@@ -1,5 +1,6 @@
-"""Task metrics that need more than a classifier's accuracy/F1 (for now: the official SQuAD evaluation).
+"""Task metrics: classification metrics by name (torchmetrics), and the official SQuAD evaluation.
 
+The lowest layer beside tmkd.registry: task kinds (tmkd.data.kinds) build their evaluators from it.
 Names are loaded lazily: importing ``tmkd.metrics.squad`` here would make ``python -m tmkd.metrics.squad``
 warn (runpy finds the module already imported) on stderr, which the CLI keeps for its one-line errors.
 """
@@ -9,11 +10,15 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["SquadInputError", "evaluate", "exact_match", "f1", "find_best_thresh", "golds_from_rows",
-           "load_squad_json", "normalize_answer"]
+_MODULES = {
+    **dict.fromkeys(("METRICS", "build_metrics"), "tmkd.metrics.classification"),
+    **dict.fromkeys(("SquadInputError", "evaluate", "exact_match", "f1", "find_best_thresh", "golds_from_rows",
+                     "load_squad_json", "normalize_answer"), "tmkd.metrics.squad"),
+}
+__all__ = sorted(_MODULES)
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
-        return getattr(importlib.import_module("tmkd.metrics.squad"), name)
+    if name in _MODULES:
+        return getattr(importlib.import_module(_MODULES[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

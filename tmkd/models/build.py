@@ -1,5 +1,10 @@
 """Build the model a task trains (its kind's class: sequence classifier or extractive-QA model): from a hub id, a
-local folder, a tmkd run folder, or a tiny random config."""
+local folder, a tmkd run folder, or a tiny random config.
+
+Importing this module registers tmkd's own architectures (``tmkd_pruned_bert``, :mod:`tmkd.prune`) with the Auto
+classes, so every loader in tmkd reads a pruned export (as a teacher, for a report, for an ONNX export) like any
+other model; ``import tmkd`` alone stays light and registers nothing.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+import tmkd.prune  # noqa: F401  (registers tmkd_pruned_bert: see the module docs)
 from tmkd.data.kinds import get_kind
 from tmkd.data.tasks import TaskSpec
 from tmkd.models.student import select_layers

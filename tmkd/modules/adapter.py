@@ -1,7 +1,7 @@
 """``method: adapter``: a BERTVision hidden-state adapter trained on a frozen encoder's cached features.
 
 The frozen encoder (``adapter.encoder``, else ``model.name_or_path``: a hub id, HF folder or tmkd run folder such
-as a fine-tuned teacher) runs once per split, before ``trainer.fit`` (:class:`tmkd.data.features.FeatureDataModule`,
+as a fine-tuned teacher) runs once per split, before ``trainer.fit`` (:mod:`tmkd.features.datamodule`,
 cached on disk by :class:`tmkd.features.FeatureStore`); epochs, resumed runs and later runs only read the cache.
 Only the adapter trains: gold CE, or with ``adapter.distill: true`` ``alpha * KD + (1 - alpha) * CE`` against the
 aggregated soft targets of ``distill.teachers`` (the distillation modules' store, aggregators and KD loss; targets
@@ -37,13 +37,13 @@ from torch import Tensor, nn
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from tmkd.data.datamodule import STUDENT
-from tmkd.data.features import FeatureDataModule, FeatureViews
 from tmkd.data.tasks import TaskSpec
 from tmkd.distill.aggregators import Aggregator, build_aggregator
 from tmkd.distill.ensemble import TeacherEnsemble
 from tmkd.distill.losses import build_kd_loss, combined_loss
 from tmkd.distill.targets import SoftTargetStore
 from tmkd.features import FeatureStore, FrozenEncoder
+from tmkd.features.datamodule import FeatureDataModule, FeatureViews
 from tmkd.models.adapter import (
     AdapterConfig,
     AdapterWithEncoder,
@@ -319,7 +319,7 @@ def build_frozen_encoder(name: str, layers: list[int] | None) -> tuple[FrozenEnc
 
 def build_adapter_module(cfg: DictConfig, task: TaskSpec, optim: OptimConfig
                          ) -> tuple[AdapterModule, dict[str, PreTrainedTokenizerBase]]:
-    """The adapter module and its views (:class:`tmkd.data.features.FeatureViews`, which carry the feature store)."""
+    """The adapter module and its views (:class:`~tmkd.features.datamodule.FeatureViews`: they carry the features)."""
     from tmkd.pipeline.distill_factory import build_teachers, check_teacher_lengths, distill_config, select_teachers
     from tmkd.pipeline.factory import plain
 

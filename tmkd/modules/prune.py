@@ -63,7 +63,7 @@ class PruneSettings:
     score_lr: float = 1e-2
     final_finetune_fraction: float = 0.2
     dense_eval: bool = True  # score the dense starting model on dev for the report (one extra dev pass)
-    latency: bool = True  # CPU latency of dense vs pruned (tmkd.bench.latency)
+    latency: bool = True  # CPU latency of dense vs pruned (tmkd.deploy.latency)
     latency_rows: int = 64
     batch_sizes: tuple[int, ...] = (1, 32)
     threads: int = 1
@@ -274,8 +274,8 @@ class PruneModule(ManyToOneModule):
         return report
 
     def measure_latency(self, dense: nn.Module, small: nn.Module) -> dict[str, Any]:
-        """One harness (tmkd.bench.latency), same texts and threads, for both; speed-up = dense / pruned."""
-        from tmkd.bench.latency import torch_latency
+        """One harness (tmkd.deploy.latency), same texts and threads, for both; speed-up = dense / pruned."""
+        from tmkd.deploy.latency import torch_latency
 
         dm = self.trainer.datamodule
         raw = dm.raw[self.task.eval_splits[0]]

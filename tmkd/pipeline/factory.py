@@ -8,9 +8,9 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedTokenizerBase
 
 from tmkd.data.datamodule import STUDENT, TaskDataModule
-from tmkd.data.features import FeatureDataModule, FeatureViews
 from tmkd.data.holdout import Holdout, holdout_task
 from tmkd.data.tasks import TaskSpec, get_task
+from tmkd.features.datamodule import FeatureDataModule, FeatureViews
 from tmkd.models.build import ModelSpec, build_model, check_max_length
 from tmkd.modules.base import ClassifierModule, FineTuneModule, OptimConfig, require_labels
 

@@ -24,7 +24,8 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from tmkd.data.loading import DataError, local_split_files, resolve_data_dir
+from tmkd.data.loading import local_split_files
+from tmkd.data.sources import DataError, resolve_data_dir
 from tmkd.data.tasks import TaskSpec, get_task
 from tmkd.fingerprint import cached_file_sha256, folder_fingerprint
 from tmkd.pipeline import manifest

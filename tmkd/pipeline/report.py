@@ -2,7 +2,7 @@
 
 Writes ``<experiment_dir>/report.md`` (with an accuracy-vs-latency PNG), ``report.json``, the final student
 as a ``save_pretrained`` export with a model card (``student/README.md``), and the same table to W&B.
-Latency comes from one harness (:mod:`tmkd.bench.latency`) with the same texts and threads for every model.
+Latency comes from one harness (:mod:`tmkd.deploy.latency`) with the same texts and threads for every model.
 """
 
 from __future__ import annotations
@@ -66,9 +66,9 @@ def collect_rows(plan: Plan, results: dict[str, dict[str, Any]]) -> list[dict[st
 def measure_latencies(rows: list[dict[str, Any]], plan: Plan, options: dict[str, Any]) -> dict[str, Any]:
     """Latency at each batch size for the student and the final stage's teachers, on the final task's dev texts
     (held-out texts of train with ``data.holdout``: the dev set stays unread)."""
-    from tmkd.bench.latency import load_texts, model_latency
     from tmkd.data.holdout import Holdout
     from tmkd.data.tasks import get_task
+    from tmkd.deploy.latency import load_texts, model_latency
 
     final = plan.runs[plan.final]
     task_cfg = final.config["task"]

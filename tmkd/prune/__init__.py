@@ -4,10 +4,11 @@
 - :func:`compact`: remove dead heads / FFN units -> a smaller dense ``tmkd_pruned_bert`` model.
 - :func:`heatmap_png`: what survived per layer (needs matplotlib).
 
-Importing this package (``import tmkd`` does) registers ``tmkd_pruned_bert`` with the transformers Auto classes, so
-an exported compacted model loads with ``AutoModelForSequenceClassification.from_pretrained`` and
-``transformers.pipeline``, a QA one with ``AutoModelForQuestionAnswering.from_pretrained`` (and answers through
-``tmkd.models.qa_answer.QuestionAnswerer``: transformers 5 has no question-answering pipeline).
+Importing this package (every tmkd model loader does, through :mod:`tmkd.models.build`) registers
+``tmkd_pruned_bert`` with the transformers Auto classes, so an exported compacted model loads with
+``AutoModelForSequenceClassification.from_pretrained`` and ``transformers.pipeline``, a QA one with
+``AutoModelForQuestionAnswering.from_pretrained`` (and answers through ``tmkd.models.qa_answer.QuestionAnswerer``:
+transformers 5 has no question-answering pipeline).
 """
 
 from __future__ import annotations

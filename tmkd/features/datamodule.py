@@ -18,7 +18,7 @@ from tmkd.data.datamodule import SplitsDataModule
 from tmkd.data.holdout import Holdout
 from tmkd.data.sampling import EpochSampler, ResumableLoader
 from tmkd.data.tasks import TaskSpec
-from tmkd.features import CachedFeatureDataset, FeatureStore
+from tmkd.features.cache import CachedFeatureDataset, FeatureStore
 
 
 class FeatureViews(dict[str, PreTrainedTokenizerBase]):

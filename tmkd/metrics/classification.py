@@ -1,4 +1,4 @@
-"""Task metrics by name, backed by torchmetrics (one collection per eval split)."""
+"""Classification metrics by name (a task's ``metrics``), backed by torchmetrics: one collection per eval split."""
 
 from __future__ import annotations
 
