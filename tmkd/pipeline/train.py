@@ -159,6 +159,7 @@ def run(cfg: DictConfig, ckpt_path: str | Path | None = None) -> dict[str, Any]:
 
     task = build_task(cfg)
     module, tokenizers = build_module(cfg, task)
+    addons = build_addons(cfg, task, module)  # callbacks such as pruning (the `prune` node), whatever the method
     datamodule = build_datamodule(cfg, task, tokenizers)
     main_key = f"val/{task.main_metric}"
     # best.ckpt is what a run keeps; last.ckpt (full state, every epoch and every checkpoint.every_minutes) is
@@ -170,7 +171,6 @@ def run(cfg: DictConfig, ckpt_path: str | Path | None = None) -> dict[str, Any]:
     # comes before LastCheckpoint so that a step it flags is not saved as the resume point first
     callbacks: list[pl.Callback] = [checkpoint, FiniteChecks(cfg.trainer.get("log_every_n_steps") or 50),
                                     last_checkpoint(cfg, out / "checkpoints"), EpochSeed(cfg.seed), LoaderPosition()]
-    addons = build_addons(cfg, task, module)  # e.g. pruning (the `prune` node), whatever the method
     callbacks += addons
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
