@@ -159,8 +159,7 @@ class ClassifierModule(pl.LightningModule):
         ``param_groups(module) -> list[dict]``, ``loss_terms(module) -> {name: term(module, batch) -> Tensor}`` and
         ``provisional_prefix(module) -> str | None`` (while not None: validation scores are logged under that prefix
         and ``val/<main metric>`` as NaN), so a stage gains pruning without a subclass."""
-        trainer = self._trainer
-        callbacks = trainer.callbacks if trainer is not None else []
+        callbacks = getattr(self._trainer, "callbacks", None) or []  # none when not attached (or a stand-in)
         return [hook for cb in callbacks if callable(hook := getattr(cb, name, None))]
 
     def addon_loss_terms(self) -> dict[str, Callable[[Any, dict[str, Any]], Tensor]]:
