@@ -17,7 +17,7 @@ def test_density_outside_unit_interval_is_refused(kwargs):
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
-    ({"method": "magnitude"}, "method must be one of"),
+    ({"mask": "magnitude"}, "mask must be one of"),
     ({"block_size": 0}, "block_size must be a positive int"),
     ({"score_init": "uniform"}, "score_init_scale > 0"),
     ({"sigmoid_threshold": 1.0}, "sigmoid_threshold"),

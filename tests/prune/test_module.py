@@ -1,4 +1,5 @@
-"""``method: prune`` through the plan runner: prune_quick end to end, its export, report, density and resume."""
+"""The pruning add-on (``prune`` node, PruneCallback) through the plan runner: prune_quick end to end, its export,
+report, density and resume; and pruning a many-to-many stage."""
 
 from __future__ import annotations
 
@@ -13,23 +14,28 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Bert
 
 import tmkd.prune  # noqa: F401  (registers tmkd_pruned_bert with the Auto classes)
 from tmkd.data.tasks import get_task
-from tmkd.modules.prune import PruneModule, PruneSettings, report_markdown
+from tmkd.modules.pruning import PruneCallback
+from tmkd.pipeline.addons import build_addons
 from tmkd.pipeline.factory import build_module, build_task
 from tmkd.pipeline.runner import run_plan
 from tmkd.prune import PruningConfig, TmkdPrunedBertForSequenceClassification
+from tmkd.prune.config import PruneSettings
 from tmkd.prune.masks import topk_count
+from tmkd.prune.report import report_markdown
 
 SMALL = ["data.max_train_samples=256", "data.max_eval_samples=96", "logger=none",
          "trainer.enable_progress_bar=false", "report.latency=false"]
 
 
 def test_settings_from_node_reject_unknown_keys_and_bad_fractions() -> None:
-    s = PruneSettings.from_node({"method": "sigmoid", "target_density": 0.3, "score_lr": 0.05,
+    s = PruneSettings.from_node({"mask": "sigmoid", "target_density": 0.3, "score_lr": 0.05,
                                  "final_finetune_fraction": 0.1}, {"latency": False, "batch_sizes": [1]})
-    assert s.pruning == PruningConfig(method="sigmoid", target_density=0.3)
+    assert s.pruning == PruningConfig(mask="sigmoid", target_density=0.3)
     assert (s.score_lr, s.final_finetune_fraction, s.latency, s.batch_sizes) == (0.05, 0.1, False, (1,))
     with pytest.raises(ValueError, match="unknown prune keys"):
         PruneSettings.from_node({"target_densty": 0.3})
+    with pytest.raises(ValueError, match=r"prune\.method is now prune\.mask"):
+        PruneSettings.from_node({"method": "sigmoid"})
     with pytest.raises(ValueError, match="final_finetune_fraction"):
         PruneSettings.from_node({"final_finetune_fraction": 1.0})
 
@@ -42,7 +48,7 @@ def test_prune_quick_end_to_end_export_report_and_density() -> None:
     results = run_plan(plan)
     run_dir = plan.runs["pruned"].out_dir
     metrics = results["pruned"]
-    assert metrics["method"] == "prune"
+    assert metrics["method"] == "many_to_one"
     report = json.loads((run_dir / "prune_report.json").read_text())
     assert report == json.loads(json.dumps(metrics["prune"], default=str))
 
@@ -84,14 +90,7 @@ def test_prune_quick_end_to_end_export_report_and_density() -> None:
     assert clf([{"text": "a b", "text_pair": "c"}])[0]["label"] in model.config.label2id
 
     # the exported model computes what the masked model computed (the best checkpoint, loaded into the module)
-    run_cfg = _run_config(run_dir)
-    task = build_task(run_cfg)
-    module, _ = build_module(run_cfg, task)
-    assert isinstance(module, PruneModule)
-    module.attach()
-    module.on_load_checkpoint(ckpt)
-    module.load_state_dict(ckpt["state_dict"])
-    module.eval()
+    module = _pruned_module(_run_config(run_dir), ckpt)
     tok = AutoTokenizer.from_pretrained(hf)
     enc = tok(["a b c d", "e f"], ["g h", "i j k l m"], padding=True, return_tensors="pt")
     with torch.no_grad():
@@ -104,6 +103,18 @@ def _run_config(run_dir: Path):
     from omegaconf import OmegaConf
 
     return OmegaConf.load(run_dir / "config.yaml")
+
+
+def _pruned_module(run_cfg, ckpt):
+    """The run's module with its pruning attached and the checkpoint loaded (filled masks made on the way)."""
+    task = build_task(run_cfg)
+    module, _ = build_module(run_cfg, task)
+    [callback] = build_addons(run_cfg, task, module)
+    assert isinstance(callback, PruneCallback)
+    callback.attach(module)
+    module.load_state_dict(ckpt["state_dict"])
+    assert callback.pruner.filled == ckpt["tmkd_prune"]["filled"]
+    return module.eval()
 
 
 @pytest.mark.slow
@@ -138,7 +149,7 @@ def test_report_markdown_lists_layers_and_speedup() -> None:
     batch = {"ms_per_batch": 2.0}
     env = {"threads": 1, "cpu": "cpu", "torch": "2", "rows": 8}
     md = report_markdown({
-        "method": "topk", "block_size": 16, "target": {"attention": 0.25, "ffn": 0.25}, "final_finetune_fraction": 0.2,
+        "mask": "topk", "block_size": 16, "target": {"attention": 0.25, "ffn": 0.25}, "final_finetune_fraction": 0.2,
         "density": {"layers": layers, "overall": 0.3}, "density_before_fill": {"layers": layers, "overall": 0.25},
         "metric": "val/accuracy", "pruned": {"value": 0.8, "params": 10, "size_bytes": 2**20, "heads": 1},
         "dense": {"value": 0.9, "params": 20, "size_bytes": 2**21, "heads": 2},
@@ -148,3 +159,39 @@ def test_report_markdown_lists_layers_and_speedup() -> None:
     assert "| 0 | 0.500 | 1/2 | 0.250 | 32/128 |" in md
     assert "| 1 | 4.00 | 2.00 | 2.00x |" in md
     assert get_task("synth_pair").main_metric == "accuracy"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("experiment", "method", "extra"), [
+    ("m_o_m_quick", "many_to_many", ["distill.use_teachers=[tiny_s1,tiny_s2]"]),
+    ("finetune_quick", "finetune", []),
+])
+def test_prune_add_on_prunes_any_method(experiment: str, method: str, extra: list[str]) -> None:
+    """`+prune=default` on a stage of another method prunes it: the scores are their own optimizer group, the
+    density reaches the target, and the export is the compacted model computing what the masked module predicted
+    (for many-to-many: the mean of its per-teacher heads, folded into one classifier)."""
+    plan = plan_for(f"experiment={experiment}", "+prune=default", "prune.block_size=16", "prune.target_density=0.5",
+                    "prune.final_finetune_fraction=0.5", "prune.dense_eval=false", "prune.score_lr=0.02",
+                    "data.max_train_samples=64", "data.max_eval_samples=32", "trainer.max_epochs=2", *extra,
+                    "logger=none", "trainer.enable_progress_bar=false", "report.latency=false")
+    metrics = run_plan(plan, report=False)["main"]
+    run_dir = plan.runs["main"].out_dir
+    assert metrics["method"] == method
+    report = metrics["prune"]
+    assert report == json.loads((run_dir / "prune_report.json").read_text())
+    assert report["density_before_fill"]["overall"] == pytest.approx(0.5, abs=0.1)
+
+    ckpt = torch.load(metrics["best_checkpoint"], map_location="cpu", weights_only=True)
+    assert ckpt["tmkd_prune"]["filled"]
+    groups = ckpt["optimizer_states"][0]["param_groups"]
+    assert len(groups) == 3 and (groups[-1]["initial_lr"], groups[-1]["weight_decay"]) == (0.02, 0.0)
+
+    hf = run_dir / "hf"
+    exported = AutoModelForSequenceClassification.from_pretrained(hf).eval()
+    assert isinstance(exported, TmkdPrunedBertForSequenceClassification)
+    assert metrics["params"] == sum(p.numel() for p in exported.parameters())
+    module = _pruned_module(_run_config(run_dir), ckpt)
+    tok = AutoTokenizer.from_pretrained(hf)
+    enc = tok(["a b c d", "e f"], ["g h", "i j k l m"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(exported(**enc).logits, module(dict(enc)), atol=1e-4, rtol=0)

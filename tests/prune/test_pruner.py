@@ -85,7 +85,7 @@ def test_score_parameters_and_groups(make_model):
 
 def _train_sigmoid(make_model, batch, weight: float) -> tuple[float, float]:
     model = make_model()
-    cfg = PruningConfig(method="sigmoid", block_size=BLOCK, total_steps=10, warmup_steps=0, cooldown_steps=5,
+    cfg = PruningConfig(mask="sigmoid", block_size=BLOCK, total_steps=10, warmup_steps=0, cooldown_steps=5,
                         regularization_weight=weight, sigmoid_threshold=0.1)
     pruner = Pruner(model, cfg).attach()
     # the penalty's gradient per score is ~lambda / 1000 here (each score governs 1/256 or 1/512 of the weights)

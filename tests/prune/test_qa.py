@@ -1,5 +1,6 @@
-"""``method: prune`` on extractive QA: compacted-export parity of start/end logits, prune_quick_qa end to end through
-the plan runner (span distillation, EM / F1, report, latency, export that answers), and the prune_squad plans."""
+"""Pruning (the ``prune`` add-on) on extractive QA: compacted-export parity of start/end logits, prune_quick_qa end to
+end through the plan runner (span distillation, EM / F1, report, latency, export that answers), and the prune_squad
+plans."""
 
 from __future__ import annotations
 
@@ -67,7 +68,7 @@ def test_prune_quick_qa_end_to_end_report_and_export_parity() -> None:
     from tmkd.data.loading import load_splits
     from tmkd.data.tasks import get_task
     from tmkd.models.qa_answer import QuestionAnswerer
-    from tmkd.modules.prune import PruneModule
+    from tmkd.pipeline.addons import build_addons
     from tmkd.pipeline.factory import build_module, build_task
     from tmkd.pipeline.runner import run_plan
     from tmkd.pipeline.train import optimized
@@ -77,7 +78,7 @@ def test_prune_quick_qa_end_to_end_report_and_export_parity() -> None:
     results = run_plan(plan, report=False)
     run_dir = plan.runs["pruned"].out_dir
     metrics = results["pruned"]
-    assert (metrics["method"], metrics["task"]) == ("prune", "synth_qa")
+    assert (metrics["method"], metrics["task"]) == ("many_to_one", "synth_qa")
     assert set(metrics["teachers"]) == {"tiny_s1", "tiny_vocab7"}  # distilled from both (one cross-tokenizer)
     assert optimized(metrics, plan.runs["pruned"].config["optimized_metric"]) == metrics["best"]["val/f1"]
 
@@ -111,11 +112,12 @@ def test_prune_quick_qa_end_to_end_report_and_export_parity() -> None:
     from omegaconf import OmegaConf
 
     run_cfg = OmegaConf.load(run_dir / "config.yaml")
-    module, _ = build_module(run_cfg, build_task(run_cfg))
-    assert isinstance(module, PruneModule)
-    module.attach()
-    module.on_load_checkpoint(ckpt)
-    module.load_state_dict(ckpt["state_dict"])
+    task = build_task(run_cfg)
+    module, _ = build_module(run_cfg, task)
+    [callback] = build_addons(run_cfg, task, module)
+    callback.attach(module)
+    module.load_state_dict(ckpt["state_dict"])  # a filled checkpoint: the pruner fills first, then it loads
+    assert callback.pruner.filled
     module.eval()
     rows = load_splits(get_task("synth_qa"), max_eval_samples=12)["validation"]
     tok = AutoTokenizer.from_pretrained(hf)
@@ -148,7 +150,7 @@ def test_prune_squad_plan_trains_nothing(experiment, task, teachers, capsys, tmp
     assert plan.runs[teachers[0]].out_dir == dense.out_dir  # the dense stage is teacher s42's run, trained once
     assert set(pruned.needs) == {"dense", *teachers}
     cfg = pruned.config
-    assert (cfg["method"], cfg["task"]["name"], cfg["optimized_metric"]) == ("prune", task, "val/f1")
+    assert (cfg["method"], cfg["task"]["name"], cfg["optimized_metric"]) == ("many_to_one", task, "val/f1")
     assert [t["name"] for t in cfg["distill"]["teachers"]] == teachers
     assert Path(cfg["model"]["name_or_path"]).name == dense.out_dir.name  # init_from: the dense stage's run
     assert dense.config["model"]["name_or_path"] == "sentence-transformers/all-MiniLM-L6-v2"

@@ -9,6 +9,7 @@ the epoch, post-processed into answers and scored by the official SQuAD evaluati
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,6 +94,10 @@ class ClassifierModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         loss, parts = self.training_loss(batch)
+        for name, term in self.addon_loss_terms().items():  # e.g. soft movement pruning's penalty
+            value = term(self, batch)
+            loss = loss + value
+            parts[name] = value.detach()
         bs = batch["row_id"].shape[0]  # unlabelled batches carry no labels
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         for name, value in parts.items():
@@ -105,16 +110,22 @@ class ClassifierModule(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
+        provisional = next((p for hook in self.addon_hooks("provisional_prefix") if (p := hook(self))), None)
         for split, evaluator in zip(self.task.eval_splits, self.val_metrics, strict=True):
             prefix = self.task.split_prefix(split)
             for name, value in evaluator.compute(datamodule, split).items():
-                key = f"{prefix}/{name}"
                 value = float(value)
+                if provisional:  # not the model the run ends with: logged, never a checkpoint's reason to be kept
+                    self.log_score(f"{provisional}/{prefix}/{name}", value)
+                    continue
+                key = f"{prefix}/{name}"
                 self.log_score(key, value, prog_bar=prefix == "val")
                 if not self.trainer.sanity_checking and not name.endswith("_thresh"):
                     self.best[key] = max(self.best.get(key, float("-inf")), value)
                     self.log(f"{key}_best", self.best[key])
             evaluator.reset()
+        if provisional:  # ModelCheckpoint ranks NaN last
+            self.log_score(f"val/{self.task.main_metric}", float("nan"), prog_bar=True)
 
     def log_score(self, key: str, value: float, **kwargs: Any) -> None:
         """``log`` a validation score and remember it in ``last_scores`` (see ``__init__``)."""
@@ -125,17 +136,34 @@ class ClassifierModule(pl.LightningModule):
             self.last_scores[key] = value
 
     def configure_optimizers(self) -> Any:
+        """AdamW over decay / no-decay groups, plus the groups add-on callbacks offer (pruning: its scores at
+        their own lr), whose parameters leave the first two; linear warm-up then decay for every group."""
+        extra = [group for hook in self.addon_hooks("param_groups") for group in hook(self)]
+        taken = {id(p) for group in extra for p in group["params"]}
         decay, no_decay = [], []
         for name, param in self.named_parameters():
-            if param.requires_grad:
+            if param.requires_grad and id(param) not in taken:
                 (no_decay if param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(param)
         optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            [{"params": decay, "weight_decay": self.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0},
+             *extra],
             lr=self.optim.lr, eps=self.optim.eps,
         )
         total = int(self.trainer.estimated_stepping_batches)
         scheduler = get_linear_schedule_with_warmup(optimizer, int(self.optim.warmup_ratio * total), total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # --- add-ons: callbacks that change the optimiser, the loss or checkpoint ranking (tmkd.modules.pruning) ---
+    def addon_hooks(self, name: str) -> list[Callable[..., Any]]:
+        """Method ``name`` of each callback of this module's trainer that has one. Add-ons offer
+        ``param_groups(module) -> list[dict]``, ``loss_terms(module) -> {name: term(module, batch) -> Tensor}`` and
+        ``provisional_prefix(module) -> str | None`` (while not None: validation scores are logged under that prefix
+        and ``val/<main metric>`` as NaN), so a stage gains pruning without a subclass."""
+        callbacks = getattr(self._trainer, "callbacks", None) or []  # none when not attached (or a stand-in)
+        return [hook for cb in callbacks if callable(hook := getattr(cb, name, None))]
+
+    def addon_loss_terms(self) -> dict[str, Callable[[Any, dict[str, Any]], Tensor]]:
+        return {name: term for hook in self.addon_hooks("loss_terms") for name, term in hook(self).items()}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["tmkd_best"] = dict(self.best)

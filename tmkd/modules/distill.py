@@ -260,7 +260,3 @@ MODULES: dict[str, type[DistillModule]] = {
     "one_to_one": OneToOneModule, "many_to_one": ManyToOneModule, "many_to_many": ManyToManyModule,
 }
 
-
-# ``method: prune``: tmkd.modules.prune subclasses ManyToOneModule and adds itself to MODULES when imported (it may
-# be what is importing this module, so the registration lives there, not here).
-import tmkd.modules.prune  # noqa: E402, F401

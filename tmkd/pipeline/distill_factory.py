@@ -19,7 +19,6 @@ from tmkd.models.adapter_teacher import AdapterTeacher, find_adapter_export, loa
 from tmkd.models.build import ModelSpec, build_model, check_max_length
 from tmkd.modules.base import OptimConfig
 from tmkd.modules.distill import MODULES, DistillConfig, DistillModule, check_label_free
-from tmkd.modules.prune import PRUNE, PruneSettings
 from tmkd.pipeline.factory import build_holdout, max_length_of, plain
 
 log = logging.getLogger(__name__)
@@ -115,18 +114,12 @@ def distill_config(node: dict[str, Any]) -> DistillConfig:
     )
 
 
-def prune_settings(cfg: DictConfig) -> PruneSettings:
-    """The ``prune`` node (experiments of ``method: prune`` put ``/prune: default`` in their defaults) and the
-    latency options of the ``report`` node."""
-    node = cfg.get("prune")
-    if node is None:
-        raise ValueError("method=prune needs a `prune` config node: use a prune_* experiment or add +prune=default")
-    return PruneSettings.from_node(plain(node), plain(cfg.get("report")) or {})
-
-
 def build_distill_module(cfg: DictConfig, task: TaskSpec, model: PreTrainedModel,
                          tokenizer: PreTrainedTokenizerBase, optim: OptimConfig
                          ) -> tuple[DistillModule, dict[str, PreTrainedTokenizerBase]]:
+    if cfg.method == "prune":
+        raise ValueError("method=prune is gone: pruning is an add-on of any stage, e.g. method=many_to_one "
+                         "+prune=default (or /prune: default in an experiment's defaults)")
     if cfg.method not in MODULES:
         raise ValueError(f"unknown method {cfg.method!r}; valid: finetune, adapter, {', '.join(MODULES)}")
     node = plain(cfg.distill)
@@ -152,11 +145,8 @@ def build_distill_module(cfg: DictConfig, task: TaskSpec, model: PreTrainedModel
         if ensemble.teachers[dcfg.hidden_teacher].view != STUDENT:
             raise ValueError("hidden-state distillation needs a teacher that shares the student's tokenizer; "
                              f"teacher {ensemble.names[dcfg.hidden_teacher]!r} tokenises differently")
-    extra: dict[str, Any] = {}
-    if cfg.method == PRUNE:
-        extra["prune"] = prune_settings(cfg)
     module = MODULES[cfg.method](model, task, optim, ensemble, dcfg, aggregator,
-                                max_length=cfg.data.max_length or task.max_length, **extra)
+                                max_length=cfg.data.max_length or task.max_length)
     precomputed = dcfg.cache or module.kind.precompute_targets  # else teachers read their own views online
     views = {STUDENT: tokenizer, **({} if precomputed else extra_views)}
     return module, views

@@ -24,6 +24,7 @@ from pytorch_lightning.plugins import CheckpointIO
 from pytorch_lightning.trainer.states import TrainerFn
 
 from tmkd.data.sampling import ResumableLoader
+from tmkd.pipeline.addons import build_addons
 from tmkd.pipeline.checks import AtomicCheckpointIO, FiniteChecks, check_weights
 from tmkd.pipeline.export import export_hf, write_json
 from tmkd.pipeline.factory import build_datamodule, build_module, build_task, plain
@@ -158,6 +159,7 @@ def run(cfg: DictConfig, ckpt_path: str | Path | None = None) -> dict[str, Any]:
 
     task = build_task(cfg)
     module, tokenizers = build_module(cfg, task)
+    addons = build_addons(cfg, task, module)  # callbacks such as pruning (the `prune` node), whatever the method
     datamodule = build_datamodule(cfg, task, tokenizers)
     main_key = f"val/{task.main_metric}"
     # best.ckpt is what a run keeps; last.ckpt (full state, every epoch and every checkpoint.every_minutes) is
@@ -169,6 +171,7 @@ def run(cfg: DictConfig, ckpt_path: str | Path | None = None) -> dict[str, Any]:
     # comes before LastCheckpoint so that a step it flags is not saved as the resume point first
     callbacks: list[pl.Callback] = [checkpoint, FiniteChecks(cfg.trainer.get("log_every_n_steps") or 50),
                                     last_checkpoint(cfg, out / "checkpoints"), EpochSeed(cfg.seed), LoaderPosition()]
+    callbacks += addons
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     kwargs = trainer_kwargs(cfg)
@@ -207,6 +210,9 @@ def run(cfg: DictConfig, ckpt_path: str | Path | None = None) -> dict[str, Any]:
         "data": data_provenance(cfg, datamodule), "world_size": trainer.world_size,
         **module.extra_metrics(),
     }
+    for addon in addons:  # pruning: its report (also written to the run folder), now that the best model is loaded
+        if callable(getattr(addon, "run_metrics", None)):
+            metrics.update(addon.run_metrics(trainer, module))
     if trainer.is_global_zero:
         for name, obj in module.eval_outputs().items():  # QA: predictions.json, na_probs.json (best checkpoint)
             write_json(out / name, obj)

@@ -3,6 +3,8 @@
 - :class:`PruningConfig`, :class:`Pruner`: learned-score masks on the encoder's linear weights (parametrize).
 - :func:`compact`: remove dead heads / FFN units -> a smaller dense ``tmkd_pruned_bert`` model.
 - :func:`heatmap_png`: what survived per layer (needs matplotlib).
+- :mod:`tmkd.modules.pruning` (``PruneCallback``): pruning while any stage trains (the ``prune`` config node);
+  :mod:`tmkd.prune.report` its report files. Not imported here: they need pytorch_lightning, ``import tmkd`` not.
 
 Importing this package (every tmkd model loader does, through :mod:`tmkd.models.build`) registers
 ``tmkd_pruned_bert`` with the transformers Auto classes, so an exported compacted model loads with

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
 
-Method = Literal["topk", "sigmoid"]
+Mask = Literal["topk", "sigmoid"]
 ScoreInit = Literal["constant", "uniform", "magnitude"]
 
-METHODS: tuple[str, ...] = ("topk", "sigmoid")
+MASKS: tuple[str, ...] = ("topk", "sigmoid")
 SCORE_INITS: tuple[str, ...] = ("constant", "uniform", "magnitude")
 
 
@@ -16,7 +17,7 @@ SCORE_INITS: tuple[str, ...] = ("constant", "uniform", "magnitude")
 class PruningConfig:
     """Block movement pruning of a BERT-style encoder's linear layers.
 
-    ``method``:
+    ``mask`` (how scores become a 0/1 mask; named apart from the stage type ``method``):
 
     - ``"topk"`` (default): each matrix keeps exactly its ``round(density * n)`` highest-scoring blocks (FFN:
       units), with ``density`` following the cubic schedule. Chosen as the default because it hits the requested
@@ -41,7 +42,7 @@ class PruningConfig:
     the matrix mean, so top-k starts as magnitude pruning).
     """
 
-    method: Method = "topk"
+    mask: Mask = "topk"
     target_density: float = 0.5
     attention_density: float | None = None
     ffn_density: float | None = None
@@ -57,8 +58,8 @@ class PruningConfig:
     score_init_scale: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.mask not in MASKS:
+            raise ValueError(f"prune.mask must be one of {MASKS}, got {self.mask!r}")
         for name in ("target_density", "attention_density", "ffn_density"):
             value = getattr(self, name)
             if value is not None and not 0.0 < float(value) <= 1.0:
@@ -117,3 +118,41 @@ class PruningConfig:
         """Scheduled ``(attention, ffn)`` densities at ``step`` (top-k)."""
         r = self.progress(step)
         return 1.0 - (1.0 - self.attention_target) * r, 1.0 - (1.0 - self.ffn_target) * r
+
+
+@dataclass
+class PruneSettings:
+    """The ``prune`` config node of a stage: the :class:`PruningConfig` keys plus what the run adds around them
+    (scores' lr, the final hybrid-filled fine-tune, the report's dense evaluation and CPU latency)."""
+
+    pruning: PruningConfig = field(default_factory=PruningConfig)
+    score_lr: float = 1e-2
+    final_finetune_fraction: float = 0.2
+    dense_eval: bool = True  # score the dense starting model on dev for the report (one extra dev pass)
+    latency: bool = True  # CPU latency of dense vs pruned (tmkd.bench.latency)
+    latency_rows: int = 64
+    batch_sizes: tuple[int, ...] = (1, 32)
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.final_finetune_fraction < 1.0:
+            raise ValueError(f"prune.final_finetune_fraction must be in [0, 1), got {self.final_finetune_fraction}")
+        if self.score_lr <= 0:
+            raise ValueError(f"prune.score_lr must be positive, got {self.score_lr}")
+
+    @classmethod
+    def from_node(cls, node: Mapping[str, Any], report: Mapping[str, Any] | None = None) -> PruneSettings:
+        """From the ``prune`` node (unknown keys fail loudly) and the run's ``report`` node (latency options)."""
+        node = dict(node)
+        own = {f.name for f in fields(cls)} - {"pruning", "latency", "latency_rows", "batch_sizes", "threads"}
+        pruning_keys = {f.name for f in fields(PruningConfig)} - {"total_steps"}
+        unknown = sorted(set(node) - own - pruning_keys)
+        if unknown:
+            hint = " (prune.method is now prune.mask: `method` names the stage type)" if "method" in unknown else ""
+            raise ValueError(f"unknown prune keys {unknown}; valid: {sorted(own | pruning_keys)}{hint}")
+        pruning = PruningConfig(**{k: v for k, v in node.items() if k in pruning_keys})
+        report = report or {}
+        return cls(pruning=pruning, **{k: v for k, v in node.items() if k in own},
+                   latency=bool(report.get("latency", True)), latency_rows=int(report.get("latency_rows", 64)),
+                   batch_sizes=tuple(int(b) for b in report.get("batch_sizes", (1, 32))),
+                   threads=int(report.get("threads", 1)))

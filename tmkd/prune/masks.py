@@ -69,20 +69,20 @@ class ScoreMask(nn.Module):
 
     fixed: Tensor | None
 
-    def __init__(self, scores: nn.Parameter, grid: tuple[int, int], block: tuple[int, int], method: str,
+    def __init__(self, scores: nn.Parameter, grid: tuple[int, int], block: tuple[int, int], mask: str,
                  level: float) -> None:
         super().__init__()
         self.scores = scores
         self.grid = grid
         self.block = block
-        self.method = method
+        self.rule = mask  # "topk" | "sigmoid" (PruningConfig.mask)
         self.level = level
         self.register_buffer("fixed", None)
 
     def binary_grid(self) -> Tensor:
         """The 0/1 mask per block, shape ``grid`` (differentiable w.r.t. the scores by straight-through)."""
         scores = self.scores.view(self.grid)
-        if self.method == "topk":
+        if self.rule == "topk":
             return TopKSTE.apply(scores, self.level)
         return ThresholdSTE.apply(scores, self.level)
 

@@ -189,7 +189,7 @@ class Pruner:
                     raise RuntimeError(f"layer {layer.index} already has a weight parametrization "
                                        "(another Pruner attached?); finalize() that one first")
         cfg, b = self.config, self.config.block_size
-        level = 1.0 if cfg.method == "topk" else 0.0
+        level = 1.0 if cfg.mask == "topk" else 0.0
         with torch.no_grad():
             for layer in self.layers:
                 masks: dict[str, ScoreMask] = {}
@@ -200,7 +200,7 @@ class Pruner:
                     grid = (w.shape[0] // b, w.shape[1] // b)
                     magnitude = w.abs().reshape(grid[0], b, grid[1], b).mean((1, 3))
                     scores = nn.Parameter(self._init_scores(magnitude))
-                    masks[name] = ScoreMask(scores, grid, (b, b), cfg.method, level)
+                    masks[name] = ScoreMask(scores, grid, (b, b), cfg.mask, level)
                     parametrize.register_parametrization(linear, "weight", masks[name])
                     self._regularized.append((scores, float(b * b)))
                 self.attention_masks.append(masks)
@@ -213,8 +213,8 @@ class Pruner:
                 magnitude = (w1.abs().mean(1) / w1.abs().mean().clamp_min(1e-12)
                              + w2.abs().mean(0) / w2.abs().mean().clamp_min(1e-12)) / 2
                 scores = nn.Parameter(self._init_scores(magnitude))
-                rows = ScoreMask(scores, (units, 1), (1, hidden), cfg.method, level)
-                cols = ScoreMask(scores, (1, units), (w2.shape[0], 1), cfg.method, level)
+                rows = ScoreMask(scores, (units, 1), (1, hidden), cfg.mask, level)
+                cols = ScoreMask(scores, (1, units), (w2.shape[0], 1), cfg.mask, level)
                 parametrize.register_parametrization(layer.intermediate, "weight", rows)
                 parametrize.register_parametrization(layer.output, "weight", cols)
                 self.ffn_masks.append((rows, cols))
@@ -260,7 +260,7 @@ class Pruner:
         if self.filled:
             return self.state
         cfg = self.config
-        if cfg.method == "topk":
+        if cfg.mask == "topk":
             attention, ffn = cfg.densities(global_step)
             for kind, mask in self._all_masks():
                 mask.level = attention if kind == "attention" else ffn
@@ -285,7 +285,7 @@ class Pruner:
         """``lambda(step) * soft_density()`` for ``sigmoid``; a zero scalar for ``topk`` and once filled."""
         self._require_attached()
         device = self._regularized[0][0].device if self._regularized else None
-        if self.config.method != "sigmoid" or self.filled:
+        if self.config.mask != "sigmoid" or self.filled:
             return torch.zeros((), device=device)
         return self.reg_lambda * self.soft_density()
 
