@@ -128,7 +128,8 @@ class KDLoss(Term):
             raise ValueError(f"distill.temperature must be positive, got {temperature}")
         self.temperature = float(temperature)
         self.loss = build_kd_loss(loss)
-        self._aggregator_spec = aggregator
+        # a name or dict waits for bind() when it is ``weighted`` without weights (the teachers' own)
+        self._aggregator_spec = None if isinstance(aggregator, Aggregator) else aggregator
         self.aggregator = aggregator if isinstance(aggregator, Aggregator) else None
         if self.aggregator is None and not _is_default_weighted(aggregator):
             self.aggregator = aggregator_for(aggregator, None)

@@ -4,7 +4,7 @@ The frozen encoder (``adapter.encoder``, else ``model.name_or_path``: a hub id, 
 as a fine-tuned teacher) runs once per split, before ``trainer.fit`` (:class:`tmkd.data.features.FeatureDataModule`,
 cached on disk by :class:`tmkd.features.FeatureStore`); epochs, resumed runs and later runs only read the cache.
 Only the adapter trains: gold CE, or with ``adapter.distill: true`` ``alpha * KD + (1 - alpha) * CE`` against the
-aggregated soft targets of ``distill.teachers`` (the distillation modules' store, aggregators and KD loss; targets
+aggregated soft targets of ``distill.teachers`` (the distillation objective, store and aggregators; targets
 are always precomputed, as batches carry features rather than text). Validation uses ClassifierModule's metrics.
 
 ``adapter.ensemble_with`` names a fine-tuned model whose dev logits (through the soft-target cache) are averaged
@@ -39,9 +39,9 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from tmkd.data.datamodule import STUDENT
 from tmkd.data.features import FeatureDataModule
 from tmkd.data.tasks import TaskSpec
-from tmkd.distill.aggregators import Aggregator, build_aggregator
+from tmkd.distill.aggregators import Aggregator
 from tmkd.distill.ensemble import TeacherEnsemble
-from tmkd.distill.losses import build_kd_loss, combined_loss
+from tmkd.distill.objective import Step, gold_objective, objective_from_distill
 from tmkd.distill.targets import SoftTargetStore
 from tmkd.features import FeatureStore, FrozenEncoder
 from tmkd.models.adapter import (
@@ -132,8 +132,12 @@ class AdapterModule(ClassifierModule):
         self.max_length = max_length
         self.kd_teachers = teachers
         self.cfg = distill
-        self.aggregator = aggregator or build_aggregator("mean")
-        self.kd_loss = build_kd_loss(distill.loss) if distill is not None else None
+        # the distillation objective (alpha * KD + (1 - alpha) * CE), or the gold loss alone; no hidden-state term:
+        # the adapter has no hidden states of its own to match
+        self.objective = gold_objective() if distill is None else objective_from_distill(
+            alpha=distill.alpha, temperature=distill.temperature, loss=distill.loss, labelled=True,
+            aggregator=aggregator or "mean")
+        self.objective.bind(adapter, teachers)
         self.targets = (SoftTargetStore(teachers, task, max_length, targets_cache_dir)
                         if teachers is not None else None)
         self._train_targets: Tensor | None = None  # [rows, T, C]
@@ -170,15 +174,13 @@ class AdapterModule(ClassifierModule):
     # --- loss ------------------------------------------------------------------------------------
     def training_loss(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
         logits = self.predict_logits(batch)
-        ce = self.kind.gold_loss(logits, batch["labels"])
-        if self.cfg is None:
-            return ce, {}
-        if self._train_targets is None or self.kd_loss is None:
-            raise RuntimeError("soft targets were not prepared (on_fit_start did not run)")
-        teacher_logits = self._train_targets[batch["row_id"].to(self._train_targets.device)].transpose(0, 1)
-        target = self.aggregator(teacher_logits.float(), batch["labels"], self.cfg.temperature)
-        kd = self.kd_loss(logits.float(), target, self.cfg.temperature)
-        return combined_loss(kd, ce, self.cfg.alpha), {"kd": kd.detach(), "ce": ce.detach()}
+        teacher_logits = None
+        if self.cfg is not None:
+            if self._train_targets is None:
+                raise RuntimeError("soft targets were not prepared (on_fit_start did not run)")
+            teacher_logits = self._train_targets[batch["row_id"].to(self._train_targets.device)].transpose(0, 1)
+            teacher_logits = teacher_logits.float()
+        return self.objective(Step(self.kind, logits, batch["labels"], teacher_logits))
 
     # --- evaluation, ensembling, export --------------------------------------------------------------
     def _datamodule(self, datamodule: FeatureDataModule | None) -> FeatureDataModule:

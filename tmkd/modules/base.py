@@ -94,7 +94,8 @@ class ClassifierModule(pl.LightningModule):
         if self.teachers is not None and self.objective.needs_teachers:
             teacher_logits = self.teachers.logits(batch, self.view)
         logits, out = self.heads.logits(self.model, self.kind, inputs, hidden=self.objective.needs_hidden)
-        step = Step(self.kind, logits, labels, teacher_logits, self.teachers.ensemble if self.teachers else None,
+        ensemble = self.teachers.ensemble if self.teachers is not None else None
+        step = Step(self.kind, logits, labels, teacher_logits, ensemble,
                     inputs, out, per_head=self.heads.per_head)
         return self.objective(step)
 
