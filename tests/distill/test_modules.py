@@ -100,11 +100,11 @@ def test_cache_pays_teacher_forward_once(task, teachers, tmp_path):
     cache = tmp_path / "cache"
     one, ens1, _ = _distill(ManyToOne, task, teachers, cache, epochs=1, limit=3)
     first = ens1.forward_batches
-    assert first > 0 and one.store.misses == 4  # 2 teachers x (train + validation)
+    assert first > 0 and one.teachers.store.misses == 4  # 2 teachers x (train + validation)
     _, ens3, _ = _distill(ManyToOne, task, teachers, tmp_path / "cache3", epochs=3, limit=3)
     assert ens3.forward_batches == first  # more epochs, no more teacher passes
     again, ens_again, _ = _distill(ManyToOne, task, teachers, cache, epochs=2, limit=3)
-    assert ens_again.forward_batches == 0 and again.store.hits == 4  # a second run reads the cache only
+    assert ens_again.forward_batches == 0 and again.teachers.store.hits == 4  # a second run reads the cache only
 
 
 def test_online_mode_runs_teachers_every_epoch_and_matches_cache(task, teachers, tmp_path):

@@ -99,8 +99,9 @@ def distillation_module(model: PreTrainedModel, task: TaskSpec, optim: OptimConf
     Every check the command line makes happens here (label-free objective, hidden-state teacher, teacher count)."""
     config = config or DistillConfig()
     if exact_teachers is not None and len(ensemble) != exact_teachers:
-        raise ValueError(f"this method takes exactly {exact_teachers} teacher(s), got {len(ensemble)}: "
-                         f"{ensemble.names} (use many_to_one or many_to_many)")
+        wanted = "one teacher" if exact_teachers == 1 else f"{exact_teachers} teachers"
+        raise ValueError(f"{'one_to_one' if exact_teachers == 1 else 'this method'} takes exactly {wanted}, got "
+                         f"{len(ensemble)}: {ensemble.names} (use many_to_one or many_to_many)")
     objective = distill_objective(config, task, aggregator or "mean", extra_terms)
     kind = get_kind(task.kind)
     teachers = TeacherSource(ensemble, task, max_length or task.max_length,
