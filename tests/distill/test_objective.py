@@ -146,3 +146,29 @@ def test_finetune_is_the_module_with_the_gold_loss_alone():
                                                 "intermediate_size": 32, "max_position_embeddings": 64}), task)
     module = FineTuneModule(model, task)
     assert module.objective.names() == ["ce"] and module.teachers is None and module.configure_callbacks() == []
+
+
+def test_the_python_builder_makes_the_command_lines_checks():
+    """Hidden-state teacher index, teacher count and the label-free objective are checked by
+    ``distillation_module`` itself, not only by the Hydra factory."""
+    from tmkd.distill.ensemble import Teacher, TeacherEnsemble
+    from tmkd.models import ModelSpec, build_classifier
+    from tmkd.modules.distill import DistillConfig, distillation_module
+
+    task = get_task("synth_pair")
+    tiny = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32,
+            "max_position_embeddings": 64}
+    student, tok = build_classifier(ModelSpec(tiny=tiny), task)
+    teachers = TeacherEnsemble([Teacher(f"t{i}", build_classifier(ModelSpec(tiny=tiny), task)[0], tok)
+                                for i in range(2)], task)
+    teachers.assign_views("student", tok)
+    with pytest.raises(ValueError, match=r"distill.hidden.teacher=5 but there are 2 teachers"):
+        distillation_module(student, task, None, teachers,
+                            DistillConfig(hidden_weight=1.0, hidden_layer_map={1: 1}, hidden_teacher=5))
+    with pytest.raises(ValueError, match="one_to_one takes exactly one teacher, got 2"):
+        distillation_module(student, task, None, teachers, exact_teachers=1)
+    unlabelled = get_task("synth_pair", train_labelled=False)
+    with pytest.raises(ValueError, match="aggregator=best"):
+        distillation_module(student, unlabelled, None, teachers, DistillConfig(alpha=1.0), "best")
+    module = distillation_module(student, task, None, teachers, DistillConfig(), {"name": "weighted"})
+    assert module.objective.terms[0].aggregator.teacher_weights.tolist() == [0.5, 0.5]
