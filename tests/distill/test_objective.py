@@ -9,6 +9,7 @@ from torch import Tensor
 from tmkd.data import get_task
 from tmkd.data.kinds import get_kind
 from tmkd.distill.aggregators import WeightedAggregator, build_aggregator
+from tmkd.distill.ensemble import Teacher, TeacherEnsemble
 from tmkd.distill.losses import build_kd_loss
 from tmkd.distill.objective import (
     TERMS,
@@ -20,6 +21,11 @@ from tmkd.distill.objective import (
     build_term,
     objective_from_distill,
 )
+from tmkd.models import ModelSpec, build_classifier
+from tmkd.modules import FineTuneModule
+from tmkd.modules.distill import DistillConfig, distillation_module
+from tmkd.pipeline.distill_factory import extra_terms
+from tmkd.pipeline.stages import STAGE_TYPES, stage_type
 
 KIND = get_kind("classification")
 
@@ -119,8 +125,6 @@ def test_a_new_term_joins_the_sum_without_touching_the_step():
 
 def test_a_new_term_reaches_the_module_from_the_config(compose_cfg, tmp_path):
     """``objective.terms.<name>`` (what ``configs/objective/<name>.yaml`` sets) adds the term to the stage."""
-    from tmkd.pipeline.distill_factory import extra_terms
-
     cfg = compose_cfg(["experiment=m_o_1_quick", "+objective.terms.test_logit_l2.weight=0.1",
                        "+objective.terms.test_logit_l2.scale=3.0"])
     (term,) = extra_terms(cfg)
@@ -128,8 +132,6 @@ def test_a_new_term_reaches_the_module_from_the_config(compose_cfg, tmp_path):
 
 
 def test_stage_types_say_what_each_method_needs():
-    from tmkd.pipeline.stages import STAGE_TYPES, stage_type
-
     assert {"finetune", "one_to_one", "many_to_one", "many_to_many", "adapter"} <= set(STAGE_TYPES)
     assert not stage_type("finetune").uses_teachers and stage_type("finetune").uses_labels
     assert stage_type("many_to_many").uses_teachers
@@ -138,9 +140,6 @@ def test_stage_types_say_what_each_method_needs():
 
 
 def test_finetune_is_the_module_with_the_gold_loss_alone():
-    from tmkd.models import ModelSpec, build_classifier
-    from tmkd.modules import FineTuneModule
-
     task = get_task("synth_pair")
     model, _ = build_classifier(ModelSpec(tiny={"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
                                                 "intermediate_size": 32, "max_position_embeddings": 64}), task)
@@ -151,10 +150,6 @@ def test_finetune_is_the_module_with_the_gold_loss_alone():
 def test_the_python_builder_makes_the_command_lines_checks():
     """Hidden-state teacher index, teacher count and the label-free objective are checked by
     ``distillation_module`` itself, not only by the Hydra factory."""
-    from tmkd.distill.ensemble import Teacher, TeacherEnsemble
-    from tmkd.models import ModelSpec, build_classifier
-    from tmkd.modules.distill import DistillConfig, distillation_module
-
     task = get_task("synth_pair")
     tiny = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32,
             "max_position_embeddings": 64}

@@ -88,6 +88,14 @@ def distill_objective(config: DistillConfig, task: TaskSpec, aggregator: Aggrega
         hidden_teacher=config.hidden_teacher, extra=extra_terms)
 
 
+def teacher_source(ensemble: TeacherEnsemble, task: TaskSpec, config: DistillConfig, max_length: int | None = None
+                   ) -> TeacherSource:
+    """The teachers' soft targets as ``config`` asks: cached on disk (``cache``), precomputed for the train split
+    when cached or when the task kind always precomputes (QA), else computed online per batch."""
+    return TeacherSource(ensemble, task, max_length or task.max_length, config.cache_dir if config.cache else None,
+                         precompute=config.cache or get_kind(task.kind).precompute_targets)
+
+
 def distillation_module(model: PreTrainedModel, task: TaskSpec, optim: OptimConfig | None, ensemble: TeacherEnsemble,
                         config: DistillConfig | None = None, aggregator: Aggregator | str | dict | None = None, *,
                         per_teacher_heads: bool = False, exact_teachers: int | None = None,
@@ -103,10 +111,7 @@ def distillation_module(model: PreTrainedModel, task: TaskSpec, optim: OptimConf
         raise ValueError(f"{'one_to_one' if exact_teachers == 1 else 'this method'} takes exactly {wanted}, got "
                          f"{len(ensemble)}: {ensemble.names} (use many_to_one or many_to_many)")
     objective = distill_objective(config, task, aggregator or "mean", extra_terms)
-    kind = get_kind(task.kind)
-    teachers = TeacherSource(ensemble, task, max_length or task.max_length,
-                             config.cache_dir if config.cache else None,
-                             precompute=config.cache or kind.precompute_targets)
+    teachers = teacher_source(ensemble, task, config, max_length)
     # the objective binds (hidden-state projection) inside the module's __init__, before the heads are made: the
     # parameters are created in the order they always were
     module = ClassifierModule(model, task, optim, view, objective=objective, teachers=teachers)
@@ -122,10 +127,7 @@ class ManyToOneModule(ClassifierModule):
     def __init__(self, model: PreTrainedModel, task: TaskSpec, optim: OptimConfig, ensemble: TeacherEnsemble,
                  config: DistillConfig, aggregator: Aggregator | None = None, max_length: int | None = None,
                  view: str = STUDENT) -> None:
-        kind = get_kind(task.kind)
-        teachers = TeacherSource(ensemble, task, max_length or task.max_length,
-                                 config.cache_dir if config.cache else None,
-                                 precompute=config.cache or kind.precompute_targets)
+        teachers = teacher_source(ensemble, task, config, max_length)
         super().__init__(model, task, optim, view, objective=distill_objective(config, task, aggregator or "mean"),
                          teachers=teachers, heads=SingleHead())
         self.ensemble = ensemble
