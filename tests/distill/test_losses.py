@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tmkd.distill.aggregators import SoftTarget, build_aggregator
-from tmkd.distill.losses import KD_LOSSES, HiddenStateLoss, build_kd_loss, combined_loss
+from tmkd.distill.losses import KD_LOSSES, HiddenStateLoss, build_kd_loss
 
 
 def _reference_kl(student_logits, teacher_probs, temperature):
@@ -78,14 +78,12 @@ def test_kd_loss_registry_names_valid_losses_on_typo():
         build_kd_loss("kld")
 
 
-def test_combined_loss_interpolates_and_validates_alpha():
-    kd, ce = torch.tensor(2.0), torch.tensor(10.0)
-    torch.testing.assert_close(combined_loss(kd, ce, 0.25), torch.tensor(0.25 * 2 + 0.75 * 10))
-    torch.testing.assert_close(combined_loss(kd, ce, 1.0), kd)
-    torch.testing.assert_close(combined_loss(kd, ce, 0.0), ce)
+def test_objective_alpha_is_validated():
+    from tmkd.distill.objective import objective_from_distill
+
     for alpha in (-0.1, 1.5):
         with pytest.raises(ValueError, match="alpha must be in"):
-            combined_loss(kd, ce, alpha)
+            objective_from_distill(alpha=alpha, temperature=2.0, loss="kl", labelled=True)
 
 
 def _hidden(n_layers, batch=2, seq=5, width=8, seed=0):

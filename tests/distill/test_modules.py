@@ -16,12 +16,24 @@ from tmkd.distill.targets import SoftTargetStore
 from tmkd.models import ModelSpec, build_classifier
 from tmkd.models.tokenizers import synthetic_tokenizer
 from tmkd.modules import FineTuneModule, OptimConfig
-from tmkd.modules.distill import DistillConfig, ManyToManyModule, ManyToOneModule, OneToOneModule
+from tmkd.modules.distill import DistillConfig, distillation_module
 
 TEACHER = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128,
            "max_position_embeddings": 64}
 STUDENT_TINY = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
                 "max_position_embeddings": 64}
+
+
+def OneToOne(*args, **kwargs):  # the methods, as the tests name them
+    return distillation_module(*args, exact_teachers=1, **kwargs)
+
+
+def ManyToOne(*args, **kwargs):
+    return distillation_module(*args, **kwargs)
+
+
+def ManyToMany(*args, **kwargs):
+    return distillation_module(*args, per_teacher_heads=True, **kwargs)
 
 
 def _trainer(epochs: int, limit: int | None = None) -> pl.Trainer:
@@ -86,21 +98,21 @@ def test_teachers_learned_and_use_their_own_tokenizers(task, teachers, tmp_path)
 
 def test_cache_pays_teacher_forward_once(task, teachers, tmp_path):
     cache = tmp_path / "cache"
-    one, ens1, _ = _distill(ManyToOneModule, task, teachers, cache, epochs=1, limit=3)
+    one, ens1, _ = _distill(ManyToOne, task, teachers, cache, epochs=1, limit=3)
     first = ens1.forward_batches
-    assert first > 0 and one.store.misses == 4  # 2 teachers x (train + validation)
-    _, ens3, _ = _distill(ManyToOneModule, task, teachers, tmp_path / "cache3", epochs=3, limit=3)
+    assert first > 0 and one.teachers.store.misses == 4  # 2 teachers x (train + validation)
+    _, ens3, _ = _distill(ManyToOne, task, teachers, tmp_path / "cache3", epochs=3, limit=3)
     assert ens3.forward_batches == first  # more epochs, no more teacher passes
-    again, ens_again, _ = _distill(ManyToOneModule, task, teachers, cache, epochs=2, limit=3)
-    assert ens_again.forward_batches == 0 and again.store.hits == 4  # a second run reads the cache only
+    again, ens_again, _ = _distill(ManyToOne, task, teachers, cache, epochs=2, limit=3)
+    assert ens_again.forward_batches == 0 and again.teachers.store.hits == 4  # a second run reads the cache only
 
 
 def test_online_mode_runs_teachers_every_epoch_and_matches_cache(task, teachers, tmp_path):
-    _, ens1, _ = _distill(ManyToOneModule, task, teachers, tmp_path / "c", epochs=1, cache=False, limit=3)
-    _, ens2, _ = _distill(ManyToOneModule, task, teachers, tmp_path / "c", epochs=2, cache=False, limit=3)
+    _, ens1, _ = _distill(ManyToOne, task, teachers, tmp_path / "c", epochs=1, cache=False, limit=3)
+    _, ens2, _ = _distill(ManyToOne, task, teachers, tmp_path / "c", epochs=2, cache=False, limit=3)
     assert ens2.forward_batches - ens1.forward_batches == 3 * 2  # online: 3 batches x 2 teachers per epoch
     # The online path (batch views) and the cached path (whole split) give the same teacher logits.
-    module, ens, _ = _distill(ManyToOneModule, task, teachers, tmp_path / "d", epochs=1, cache=True, limit=1)
+    module, ens, _ = _distill(ManyToOne, task, teachers, tmp_path / "d", epochs=1, cache=True, limit=1)
     tok = synthetic_tokenizer()
     extra = ens.assign_views(STUDENT, tok)
     dm = TaskDataModule(task, {STUDENT: tok, **extra}, batch_size=16)
@@ -108,15 +120,15 @@ def test_online_mode_runs_teachers_every_epoch_and_matches_cache(task, teachers,
     batch = next(iter(dm.train_dataloader()))
     ens.to("cpu")
     online = ens.logits(batch["inputs"])
-    cached = module._train_targets[batch["row_id"]].transpose(0, 1)
+    cached = module.teachers.train_targets[batch["row_id"]].transpose(0, 1)
     torch.testing.assert_close(online, cached, atol=1e-4, rtol=1e-4)
 
 
 def test_cache_invalidates_on_data_and_teacher_change(task, teachers, tmp_path):
     cache = tmp_path / "cache"
-    _distill(ManyToOneModule, task, teachers, cache, epochs=1, limit=1)
+    _distill(ManyToOne, task, teachers, cache, epochs=1, limit=1)
     other_data = get_task("synth_pair", synthetic={"seed": 5})
-    _, ens, _ = _distill(ManyToOneModule, other_data, teachers, cache, epochs=1, limit=1)
+    _, ens, _ = _distill(ManyToOne, other_data, teachers, cache, epochs=1, limit=1)
     assert ens.forward_batches > 0  # new data, new targets
     changed = _ensemble(task, teachers)
     with torch.no_grad():
@@ -130,29 +142,29 @@ def test_cache_invalidates_on_data_and_teacher_change(task, teachers, tmp_path):
 
 def test_corrupted_cache_file_is_rebuilt(task, teachers, tmp_path):
     cache = tmp_path / "cache"
-    _distill(ManyToOneModule, task, teachers, cache, epochs=1, limit=1)
+    _distill(ManyToOne, task, teachers, cache, epochs=1, limit=1)
     victim = sorted(cache.glob("*.pt"))[0]
     victim.write_bytes(victim.read_bytes()[:50])
-    module, ens, _ = _distill(ManyToOneModule, task, teachers, cache, epochs=1, limit=1)
-    assert module.store.misses == 1 and module.store.hits == 3 and ens.forward_batches > 0
+    module, ens, _ = _distill(ManyToOne, task, teachers, cache, epochs=1, limit=1)
+    assert module.teachers.store.misses == 1 and module.teachers.store.hits == 3 and ens.forward_batches > 0
     assert victim.exists() and victim.stat().st_size > 50
 
 
-@pytest.mark.parametrize("cls", [OneToOneModule, ManyToOneModule, ManyToManyModule])
+@pytest.mark.parametrize("cls", [OneToOne, ManyToOne, ManyToMany])
 def test_modules_train_end_to_end(cls, task, teachers, tmp_path):
-    paths = teachers[:1] if cls is OneToOneModule else teachers
+    paths = teachers[:1] if cls is OneToOne else teachers
     module, _, acc = _distill(cls, task, paths, tmp_path / "c", epochs=4)
     assert acc > 0.6  # clearly above chance (0.5) on the synthetic pair task
-    assert set(module.teacher_scores) == {f"t{i}" for i in range(len(paths))}
+    assert set(module.teachers.teacher_scores) == {f"t{i}" for i in range(len(paths))}
 
 
 def test_one_to_one_rejects_several_teachers(task, teachers, tmp_path):
     with pytest.raises(ValueError, match="exactly one teacher"):
-        _distill(OneToOneModule, task, teachers, tmp_path / "c", epochs=1, limit=1)
+        _distill(OneToOne, task, teachers, tmp_path / "c", epochs=1, limit=1)
 
 
 def test_many_to_many_export_is_the_folded_heads(task, teachers, tmp_path):
-    module, _, _ = _distill(ManyToManyModule, task, teachers, tmp_path / "c", epochs=1, limit=5)
+    module, _, _ = _distill(ManyToMany, task, teachers, tmp_path / "c", epochs=1, limit=5)
     assert len(module.heads) == 2
     assert not torch.allclose(module.heads[0].weight, module.heads[1].weight)  # heads learned different targets
     module.eval()
@@ -169,8 +181,8 @@ def test_many_to_many_export_is_the_folded_heads(task, teachers, tmp_path):
 
 def test_transfer_from_soft_targets_alone(task, teachers, tmp_path):
     """alpha=1: no gold labels at all; the student must still reach most of its teacher's accuracy."""
-    module, _, acc = _distill(OneToOneModule, task, teachers[:1], tmp_path / "c", epochs=8, alpha=1.0)
-    teacher_acc = module.teacher_scores["t0"]["val/accuracy"]
+    module, _, acc = _distill(OneToOne, task, teachers[:1], tmp_path / "c", epochs=8, alpha=1.0)
+    teacher_acc = module.teachers.teacher_scores["t0"]["val/accuracy"]
     print(f"transfer: student {acc:.3f} teacher {teacher_acc:.3f}")
     assert teacher_acc > 0.7
     assert acc >= 0.85 * teacher_acc, (acc, teacher_acc)
@@ -192,12 +204,13 @@ def test_hidden_state_distillation_trains(task, teachers, tmp_path):
     ens = _ensemble(task, teachers[:1])
     ens.assign_views(STUDENT, tok)
     cfg = DistillConfig(cache=True, cache_dir=str(tmp_path), hidden_weight=1.0, hidden_layer_map={1: 2})
-    module = ManyToOneModule(student, task, OptimConfig(lr=2e-3), ens, cfg)
-    assert module.hidden_loss is not None
-    projection = next(module.hidden_loss.parameters()).detach().clone()
+    module = ManyToOne(student, task, OptimConfig(lr=2e-3), ens, cfg)
+    hidden = module.objective.terms[-1]
+    assert module.objective.names() == ["kd", "ce", "hidden"]
+    projection = next(hidden.parameters()).detach().clone()
     dm = TaskDataModule(task, {STUDENT: tok}, batch_size=32)
     _trainer(1, limit=5).fit(module, datamodule=dm)
-    assert not torch.equal(projection, next(module.hidden_loss.parameters()))  # the projection learns
+    assert not torch.equal(projection, next(hidden.parameters()))  # the projection learns
     assert ens.forward_batches >= 5  # hidden states come from the teacher online, every batch
 
 

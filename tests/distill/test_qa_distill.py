@@ -168,7 +168,7 @@ def test_many_to_many_on_spans_trains_one_head_per_teacher_and_exports_their_mea
 
     from tmkd.models.build import ModelSpec, build_model
     from tmkd.modules import OptimConfig
-    from tmkd.modules.distill import DistillConfig, ManyToManyModule
+    from tmkd.modules.distill import DistillConfig, distillation_module
 
     pl.seed_everything(0)
     task = get_task("synth_qa", synthetic={"n_train": 64, "n_eval": 16, "context_words": 40}, max_length=32,
@@ -177,8 +177,8 @@ def test_many_to_many_on_spans_trains_one_head_per_teacher_and_exports_their_mea
                                                "intermediate_size": 64, "max_position_embeddings": 64}), task)
     ensemble = TeacherEnsemble([Teacher("a", _qa_teacher(tok, 0), tok), Teacher("b", _qa_teacher(tok, 1), tok)],
                                task)
-    module = ManyToManyModule(student, task, OptimConfig(lr=5e-3, warmup_ratio=0.0), ensemble,
-                              DistillConfig(alpha=1.0, cache_dir=str(tmp_path / "cache")))
+    module = distillation_module(student, task, OptimConfig(lr=5e-3, warmup_ratio=0.0), ensemble,
+                                 DistillConfig(alpha=1.0, cache_dir=str(tmp_path / "cache")), per_teacher_heads=True)
     dm = TaskDataModule(task, {STUDENT: tok}, batch_size=16)
     pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
                enable_model_summary=False, num_sanity_val_steps=0).fit(module, datamodule=dm)

@@ -16,7 +16,7 @@ from tmkd.distill.aggregators import build_aggregator
 from tmkd.distill.ensemble import Teacher, TeacherEnsemble
 from tmkd.models import ModelSpec, build_classifier
 from tmkd.modules import FineTuneModule, OptimConfig
-from tmkd.modules.distill import DistillConfig, ManyToManyModule, ManyToOneModule, check_label_free
+from tmkd.modules.distill import DistillConfig, check_label_free, distillation_module
 from tmkd.pipeline.factory import build_module, build_task
 
 TINY = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
@@ -56,7 +56,8 @@ def teacher_dirs(tmp_path_factory) -> list[Path]:
     return out
 
 
-def distil(teacher_dirs: list[Path], data_dir: Path, cache_dir: Path, cls=ManyToOneModule, aggregator: str = "mean"):
+def distil(teacher_dirs: list[Path], data_dir: Path, cache_dir: Path, heads: bool = False,
+           aggregator: str = "mean"):
     pl.seed_everything(0)
     student, tok = build_classifier(ModelSpec(tiny=TINY), QNLI_UNLABELLED)
     members = []
@@ -65,8 +66,9 @@ def distil(teacher_dirs: list[Path], data_dir: Path, cache_dir: Path, cls=ManyTo
         members.append(Teacher(f"t{i}", model, t_tok, 1.0, str(path)))
     ensemble = TeacherEnsemble(members, QNLI_UNLABELLED)
     ensemble.assign_views(STUDENT, tok)
-    module = cls(student, QNLI_UNLABELLED, OptimConfig(lr=2e-3), ensemble,
-                 DistillConfig(alpha=1.0, cache=True, cache_dir=str(cache_dir)), build_aggregator(aggregator))
+    module = distillation_module(student, QNLI_UNLABELLED, OptimConfig(lr=2e-3), ensemble,
+                                 DistillConfig(alpha=1.0, cache=True, cache_dir=str(cache_dir)),
+                                 build_aggregator(aggregator), per_teacher_heads=heads)
     dm = TaskDataModule(QNLI_UNLABELLED, {STUDENT: tok}, data_dir=str(data_dir), batch_size=16)
     trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
@@ -84,17 +86,19 @@ def test_unlabelled_training_never_reads_a_label(teacher_dirs, tmp_path):
     assert "label" not in dm.raw["train"].column_names and "labels" not in dm.encoded["train"].column_names
     assert "labels" not in next(iter(dm.train_dataloader())) and "labels" in next(iter(dm.val_dataloader()[0]))
     assert "train/kd" in trainer.logged_metrics and "train/ce" not in trainer.logged_metrics
-    assert module.store.misses == 4  # the teachers label the train split once (2 teachers x train + validation)
+    # the teachers label the train split once (2 teachers x train + validation)
+    assert module.teachers.store.misses == 4
     reference = module.model.state_dict()
     for labels in ("garbage", "flipped", "absent"):
         other = runs[labels][0]
-        assert other.store.hits == 4 and other.store.misses == 0  # same texts, same soft-target cache entries
+        store = other.teachers.store
+        assert store.hits == 4 and store.misses == 0  # same texts, same soft-target cache entries
         for name, value in other.model.state_dict().items():
             assert torch.equal(value, reference[name]), f"{labels} labels changed {name}"
 
 
 def test_many_to_many_trains_on_unlabelled_text_too(teacher_dirs, tmp_path):
-    _, _, trainer = distil(teacher_dirs, write_qnli(tmp_path, "absent"), tmp_path / "c", cls=ManyToManyModule)
+    _, _, trainer = distil(teacher_dirs, write_qnli(tmp_path, "absent"), tmp_path / "c", heads=True)
     assert torch.isfinite(trainer.logged_metrics["train/loss"]) and "train/ce" not in trainer.logged_metrics
 
 

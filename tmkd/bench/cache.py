@@ -22,7 +22,7 @@ from tmkd.distill.aggregators import build_aggregator
 from tmkd.distill.ensemble import Teacher, TeacherEnsemble
 from tmkd.models import ModelSpec, build_classifier
 from tmkd.modules import OptimConfig
-from tmkd.modules.distill import DistillConfig, ManyToOneModule
+from tmkd.modules.distill import DistillConfig, distillation_module
 
 TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128,
         "max_position_embeddings": 64}
@@ -61,8 +61,8 @@ def measure(args: argparse.Namespace, cache: bool) -> dict[str, float]:
     student, tok = build_classifier(student_spec, task)
     extra = ensemble.assign_views(STUDENT, tok)
     with tempfile.TemporaryDirectory() as cache_dir:
-        module = ManyToOneModule(student, task, OptimConfig(), ensemble,
-                                 DistillConfig(cache=cache, cache_dir=cache_dir), build_aggregator("mean"))
+        module = distillation_module(student, task, OptimConfig(), ensemble,
+                                     DistillConfig(cache=cache, cache_dir=cache_dir), build_aggregator("mean"))
         dm = TaskDataModule(task, {STUDENT: tok, **({} if cache else extra)}, data_dir=args.data_dir,
                             batch_size=args.batch_size, max_train_samples=args.batch_size * (args.steps + 2),
                             max_eval_samples=args.batch_size)

@@ -243,17 +243,17 @@ def run_tmkd(setup: Setup, task: Any, teachers: list[Any], student: Any, tok: An
     from tmkd.distill.aggregators import build_aggregator
     from tmkd.distill.ensemble import Teacher, TeacherEnsemble
     from tmkd.modules import OptimConfig
-    from tmkd.modules.distill import DistillConfig, ManyToOneModule
+    from tmkd.modules.distill import DistillConfig, distillation_module
 
     ensemble = TeacherEnsemble([Teacher(f"t{i}", m, tok) for i, m in enumerate(teachers)], task)
     extra = ensemble.assign_views(STUDENT, tok)
     dm = TaskDataModule(task, {STUDENT: tok, **extra}, data_dir=setup.data_dir, batch_size=setup.batch_size,
                         max_train_samples=setup.train_rows, max_eval_samples=setup.eval_rows, seed=setup.seed)
-    module = ManyToOneModule(student, task, OptimConfig(lr=setup.lr, weight_decay=setup.weight_decay,
-                                                        warmup_ratio=setup.warmup_ratio), ensemble,
-                             DistillConfig(temperature=setup.temperature, alpha=setup.alpha,
-                                           cache=cache_dir is not None, cache_dir=cache_dir),
-                             build_aggregator("mean"))
+    module = distillation_module(student, task, OptimConfig(lr=setup.lr, weight_decay=setup.weight_decay,
+                                                            warmup_ratio=setup.warmup_ratio), ensemble,
+                                 DistillConfig(temperature=setup.temperature, alpha=setup.alpha,
+                                               cache=cache_dir is not None, cache_dir=cache_dir),
+                                 build_aggregator("mean"))
     pl.seed_everything(setup.seed, verbose=False)
     trainer = pl.Trainer(max_epochs=setup.epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,

@@ -68,13 +68,6 @@ def build_kd_loss(name: str, **kwargs: Any) -> nn.Module:
     return KD_LOSSES.build(name, **kwargs)
 
 
-def combined_loss(kd: Tensor, ce: Tensor, alpha: float) -> Tensor:
-    """``alpha * kd + (1 - alpha) * ce``: alpha trades teacher imitation against the gold labels."""
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    return alpha * kd + (1.0 - alpha) * ce
-
-
 class HiddenStateLoss(nn.Module):
     """Intermediate-layer distillation: MSE between mapped student and teacher hidden states.
 

@@ -1,10 +1,11 @@
 """``method: adapter``: a BERTVision hidden-state adapter trained on a frozen encoder's cached features.
 
 The frozen encoder (``adapter.encoder``, else ``model.name_or_path``: a hub id, HF folder or tmkd run folder such
-as a fine-tuned teacher) runs once per split, before ``trainer.fit`` (:mod:`tmkd.features.datamodule`,
+as a fine-tuned teacher) runs once per split, before ``trainer.fit``
+(:class:`~tmkd.features.datamodule.FeatureDataModule`,
 cached on disk by :class:`tmkd.features.FeatureStore`); epochs, resumed runs and later runs only read the cache.
 Only the adapter trains: gold CE, or with ``adapter.distill: true`` ``alpha * KD + (1 - alpha) * CE`` against the
-aggregated soft targets of ``distill.teachers`` (the distillation modules' store, aggregators and KD loss; targets
+aggregated soft targets of ``distill.teachers`` (the distillation objective, store and aggregators; targets
 are always precomputed, as batches carry features rather than text). Validation uses ClassifierModule's metrics.
 
 ``adapter.ensemble_with`` names a fine-tuned model whose dev logits (through the soft-target cache) are averaged
@@ -38,22 +39,20 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from tmkd.data.datamodule import STUDENT
 from tmkd.data.tasks import TaskSpec
-from tmkd.distill.aggregators import Aggregator, build_aggregator
+from tmkd.distill.aggregators import Aggregator
 from tmkd.distill.ensemble import TeacherEnsemble
-from tmkd.distill.losses import build_kd_loss, combined_loss
+from tmkd.distill.objective import Step, gold_objective, objective_from_distill
 from tmkd.distill.targets import SoftTargetStore
 from tmkd.features import FeatureStore, FrozenEncoder
-from tmkd.features.datamodule import FeatureDataModule, FeatureViews
+from tmkd.features.datamodule import FeatureDataModule
 from tmkd.models.adapter import (
-    AdapterConfig,
-    AdapterWithEncoder,
     HiddenStateAdapter,
     ensemble_logits,
     load_encoder,
     save_adapter,
 )
 from tmkd.models.adapter_teacher import AdapterForQuestionAnswering
-from tmkd.models.build import check_max_length, resolve_path, usable_positions
+from tmkd.models.build import resolve_path
 from tmkd.modules.base import ClassifierModule, FineTuneModule, OptimConfig
 from tmkd.modules.distill import DistillConfig
 
@@ -132,10 +131,14 @@ class AdapterModule(ClassifierModule):
         self.encoder_name = encoder_name
         self.encoder_fingerprint = store.encoder.fingerprint()
         self.max_length = max_length
-        self.teachers = teachers
+        self.kd_teachers = teachers
         self.cfg = distill
-        self.aggregator = aggregator or build_aggregator("mean")
-        self.kd_loss = build_kd_loss(distill.loss) if distill is not None else None
+        # the distillation objective (alpha * KD + (1 - alpha) * CE), or the gold loss alone; no hidden-state term:
+        # the adapter has no hidden states of its own to match
+        self.objective = gold_objective() if distill is None else objective_from_distill(
+            alpha=distill.alpha, temperature=distill.temperature, loss=distill.loss, labelled=True,
+            aggregator=aggregator or "mean")
+        self.objective.bind(adapter, teachers)
         self.targets = (SoftTargetStore(teachers, task, max_length, targets_cache_dir)
                         if teachers is not None else None)
         self._train_targets: Tensor | None = None  # [rows, T, C]
@@ -154,33 +157,31 @@ class AdapterModule(ClassifierModule):
         self.val_metrics[dataloader_idx].update(self.predict_logits(batch), batch)
 
     def on_fit_start(self) -> None:
-        if self.teachers is None:
+        if self.kd_teachers is None:
             return
         dm = self.trainer.datamodule
-        self.teachers.to(self.device, torch.bfloat16 if self.device.type == "cuda" else None)
+        self.kd_teachers.to(self.device, torch.bfloat16 if self.device.type == "cuda" else None)
         assert self.targets is not None
         for split in self.task.eval_splits:  # the teachers' own dev scores, next to the adapter's
             logits = self.targets.split_logits(dm.raw[split], split, self.device)
             prefix = self.task.split_prefix(split)
-            for i, name in enumerate(self.teachers.names):
+            for i, name in enumerate(self.kd_teachers.names):
                 scores = self.kind.score(self.task, dm, split, logits[:, i])
                 self.teacher_scores.setdefault(name, {}).update({f"{prefix}/{k}": v for k, v in scores.items()})
         train = self.task.train_split
         self._train_targets = self.targets.split_logits(dm.raw[train], train, self.device).to(self.device)
-        self.teachers.to("cpu")  # targets are in memory now: give the memory back
+        self.kd_teachers.to("cpu")  # targets are in memory now: give the memory back
 
     # --- loss ------------------------------------------------------------------------------------
     def training_loss(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
         logits = self.predict_logits(batch)
-        ce = self.kind.gold_loss(logits, batch["labels"])
-        if self.cfg is None:
-            return ce, {}
-        if self._train_targets is None or self.kd_loss is None:
-            raise RuntimeError("soft targets were not prepared (on_fit_start did not run)")
-        teacher_logits = self._train_targets[batch["row_id"].to(self._train_targets.device)].transpose(0, 1)
-        target = self.aggregator(teacher_logits.float(), batch["labels"], self.cfg.temperature)
-        kd = self.kd_loss(logits.float(), target, self.cfg.temperature)
-        return combined_loss(kd, ce, self.cfg.alpha), {"kd": kd.detach(), "ce": ce.detach()}
+        teacher_logits = None
+        if self.cfg is not None:
+            if self._train_targets is None:
+                raise RuntimeError("soft targets were not prepared (on_fit_start did not run)")
+            teacher_logits = self._train_targets[batch["row_id"].to(self._train_targets.device)].transpose(0, 1)
+            teacher_logits = teacher_logits.float()
+        return self.objective(Step(self.kind, logits, batch["labels"], teacher_logits))
 
     # --- evaluation, ensembling, export --------------------------------------------------------------
     def _datamodule(self, datamodule: FeatureDataModule | None) -> FeatureDataModule:
@@ -237,11 +238,11 @@ class AdapterModule(ClassifierModule):
             "encoder_forward_batches": store.encoder.forward_batches,
             "feature_cache": {"hits": store.hits, "misses": store.misses},
         }
-        if self.teachers is not None and self.targets is not None:
+        if self.kd_teachers is not None and self.targets is not None:
             metrics["teachers"] = {t["name"]: {**t, **self.teacher_scores.get(t["name"], {})}
-                                   for t in self.teachers.describe()}
+                                   for t in self.kd_teachers.describe()}
             metrics["soft_target_cache"] = {"hits": self.targets.hits, "misses": self.targets.misses}
-            metrics["teacher_forward_batches"] = self.teachers.forward_batches
+            metrics["teacher_forward_batches"] = self.kd_teachers.forward_batches
         if self.ensemble_with is not None:
             metrics["ensemble"] = {"with": self.ensemble_with.teachers[0].source, "weight": self.ensemble_weight,
                                    **self.ensemble_metrics()}
@@ -299,7 +300,7 @@ def adapter_facts(adapter: HiddenStateAdapter, encoder_name: str, **extra: Any) 
             "layer_weights": None if mix is None else [round(float(w), 4) for w in mix.detach()]}
 
 
-# --- building (called by tmkd.pipeline.factory.build_module) --------------------------------------------------------
+# --- building helpers (tmkd.pipeline.adapter_factory builds the module) ---------------------------------------
 def encoder_reference(cfg: DictConfig, settings: AdapterSettings) -> str:
     """The frozen encoder: ``adapter.encoder``, else ``model.name_or_path`` (a plan stage's ``init_from``)."""
     name = settings.encoder or cfg.model.get("name_or_path")
@@ -315,67 +316,3 @@ def build_frozen_encoder(name: str, layers: list[int] | None) -> tuple[FrozenEnc
     the weights fingerprint recorded at export matches the one checked at load."""
     path = resolve_path(name)
     return FrozenEncoder(load_encoder(path), layers=layers), AutoTokenizer.from_pretrained(path)
-
-
-def build_adapter_module(cfg: DictConfig, task: TaskSpec, optim: OptimConfig
-                         ) -> tuple[AdapterModule, dict[str, PreTrainedTokenizerBase]]:
-    """The adapter module and its views (:class:`~tmkd.features.datamodule.FeatureViews`: they carry the features)."""
-    from tmkd.pipeline.distill_factory import build_teachers, check_teacher_lengths, distill_config, select_teachers
-    from tmkd.pipeline.factory import plain
-
-    settings = AdapterSettings.from_config(plain(cfg.get("adapter")))
-    if task.kind == "qa":
-        return build_span_adapter_module(cfg, task, optim, settings)
-    if task.kind != "classification":  # before loading anything: the experiment composes, the run stops here
-        raise ValueError(f"method adapter trains classification and qa tasks; {task.name!r} is {task.kind!r}")
-    name = encoder_reference(cfg, settings)
-    encoder, tokenizer = build_frozen_encoder(name, settings.layers)
-    max_length = int(cfg.data.max_length or task.max_length)
-    check_max_length(encoder.model.config, max_length, f"encoder {name}")
-    cache_dir = settings.cache_dir or str(Path(cfg.paths.checkpoints) / ".features")
-    store = FeatureStore(encoder, tokenizer, task, max_length=max_length, pooling=settings.pooling,
-                         cache_dir=cache_dir, batch_size=settings.feature_batch_size)
-    adapter = HiddenStateAdapter(AdapterConfig.for_encoder(
-        encoder, num_labels=task.num_labels, projection_size=settings.projection_size,
-        combination=settings.combination, skip=settings.skip, dropout=settings.dropout, pooling=settings.pooling))
-    node = plain(cfg.distill)
-    teachers = dcfg = aggregator = None
-    if settings.distill:
-        dcfg = distill_config(node)
-        teachers = build_teachers(select_teachers(node["teachers"], node.get("use_teachers")), task)
-        agg_node = dict(node["aggregator"])
-        agg_name = agg_node.pop("name")
-        if agg_name == "weighted" and agg_node.get("weights") is None:
-            agg_node["weights"] = teachers.weights
-        aggregator = build_aggregator(agg_name, **agg_node)
-        teachers.assign_views(STUDENT, tokenizer)  # names the tokenised views the soft-target store encodes
-        check_teacher_lengths(teachers, task, max_length)
-    ensemble = None
-    if settings.ensemble_with:
-        ensemble = build_teachers([{"name": ENSEMBLE_MEMBER, "name_or_path": settings.ensemble_with}], task)
-        ensemble.assign_views(STUDENT, tokenizer)
-    module = AdapterModule(adapter, task, optim, store, name, max_length, teachers=teachers, distill=dcfg,
-                           aggregator=aggregator, ensemble_with=ensemble, ensemble_weight=settings.ensemble_weight,
-                           targets_cache_dir=node.get("cache_dir") if node.get("cache", True) else None)
-    return module, FeatureViews({STUDENT: tokenizer}, store)
-
-
-def build_span_adapter_module(cfg: DictConfig, task: TaskSpec, optim: OptimConfig, settings: AdapterSettings
-                              ) -> tuple[SpanAdapterModule, dict[str, PreTrainedTokenizerBase]]:
-    """A span adapter on streamed per-token states, trained like a QA fine-tune (its views: the tokenizer)."""
-    refused = [k for k, on in (("distill", settings.distill), ("ensemble_with", settings.ensemble_with)) if on]
-    if refused:  # before loading anything
-        raise ValueError(f"adapter.{refused[0]} is not supported for span (qa) adapters yet: task {task.name!r} "
-                         "trains a span adapter on gold answers only")
-    name = encoder_reference(cfg, settings)
-    encoder, tokenizer = build_frozen_encoder(name, settings.layers)
-    # QA windows are cut at model_max_length: keep it within what the encoder embeds (as build_model does)
-    tokenizer.model_max_length = min(int(tokenizer.model_max_length), usable_positions(encoder.model.config))
-    adapter = HiddenStateAdapter(AdapterConfig.for_encoder(
-        encoder, kind="spans", projection_size=settings.projection_size, combination=settings.combination,
-        skip=settings.skip, dropout=settings.dropout))
-    max_length = int(cfg.data.max_length or task.max_length)
-    check_max_length(encoder.model.config, max_length, f"encoder {name}")
-    model = AdapterForQuestionAnswering(AdapterWithEncoder(encoder, adapter))
-    module = SpanAdapterModule(model, task, optim, name, tokenizer, max_length)
-    return module, {STUDENT: tokenizer}

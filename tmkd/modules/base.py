@@ -1,7 +1,13 @@
-"""The shared LightningModule: optimiser, schedule, per-split metrics and best-score tracking.
+"""The one training LightningModule, composed of parts; plus its optimiser, schedule, per-split metrics and
+best-score tracking.
 
-Fine-tuning and every distillation module subclass it and only say how a training loss is formed
-(``training_loss``) and, if they predict differently, how logits are formed (``predict_logits``).
+Parts: the student ``model``; the ``objective`` (:class:`tmkd.distill.objective.Objective`, a weighted sum of
+terms); optionally the ``teachers`` (:class:`tmkd.modules.teachers.TeacherSource`, a callback that prepares the
+soft targets) and the ``heads`` (:class:`tmkd.modules.heads.SingleHead`, or ``TeacherHeads``: one per teacher).
+Fine-tuning is this module with no teachers and the gold loss alone (:class:`FineTuneModule`); every distillation
+method is this module with teachers and KD terms (:func:`tmkd.modules.distill.distillation_module`). Pruning is a
+callback that adds parameter groups (``param_groups(pl_module)``). Modules that train something other than an HF
+model (adapters on cached features) override ``training_loss`` and ``predict_logits``.
 What depends on the task kind (logits layout, gold loss, validation metrics) comes from ``tmkd.data.kinds``:
 classification logits are [B, C] scored by torchmetrics; QA logits are [B, 2, S], collected per window over
 the epoch, post-processed into answers and scored by the official SQuAD evaluation.
@@ -21,6 +27,9 @@ from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 from tmkd.data.datamodule import STUDENT
 from tmkd.data.kinds import get_kind
 from tmkd.data.tasks import TaskSpec
+from tmkd.distill.objective import Objective, Step, gold_objective
+from tmkd.modules.heads import SingleHead, TeacherHeads
+from tmkd.modules.teachers import TeacherSource
 
 
 @dataclass
@@ -40,16 +49,33 @@ class OptimConfig:
 
 
 class ClassifierModule(pl.LightningModule):
-    """Trains ``model`` (the HF model of the task's kind) on ``task``; subclasses define the loss."""
+    """Trains ``model`` (the HF model of the task's kind) on ``task`` to minimise ``objective``.
+
+    ``teachers`` serve the teachers' logits to the terms that need them; ``heads`` say how the student's logits are
+    formed. Without an objective a subclass must override :meth:`training_loss`.
+    """
 
     def __init__(self, model: PreTrainedModel, task: TaskSpec, optim: OptimConfig | None = None,
-                 view: str = STUDENT) -> None:
+                 view: str = STUDENT, *, objective: Objective | None = None, teachers: TeacherSource | None = None,
+                 heads: SingleHead | TeacherHeads | None = None) -> None:
         super().__init__()
         self.model = model.train()  # from_pretrained returns eval mode; Lightning keeps modes as found
         self.task = task
         self.optim = optim or OptimConfig()
         self.view = view
         self.kind = get_kind(task.kind)
+        self.labelled = task.train_labelled  # False: batches carry no labels
+        self.teachers = teachers
+        if objective is not None:
+            if not task.train_labelled:
+                objective.check_label_free(task.name)
+            if objective.needs_teachers and teachers is None:
+                raise ValueError(f"objective terms {objective.names()} distil from teachers, but none were given")
+            # builds what depends on student and teachers (hidden-state projection) before the heads, as the
+            # parameters were always created in this order (same initialisation under a seed)
+            objective.bind(model, teachers.ensemble if teachers is not None else None)
+        self.objective = objective
+        self.heads = heads if heads is not None else SingleHead()
         self.val_metrics = nn.ModuleList([self.kind.evaluator(task) for _ in task.eval_splits])
         self.best: dict[str, float] = {}
         # what the last validation epoch logged (``_best`` keys aside) and at which step: when that step's model is
@@ -57,16 +83,33 @@ class ClassifierModule(pl.LightningModule):
         self.last_scores: dict[str, float] = {}
         self.last_scores_step = -1
 
-    # --- what subclasses change -------------------------------------------------------------
+    # --- the step: parts composed ---------------------------------------------------------------------
     def training_loss(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
-        raise NotImplementedError
+        """The objective on this batch: teachers' logits first (a cache read, or the teachers' forward), then the
+        student's, then each term in order."""
+        if self.objective is None:
+            raise NotImplementedError(f"{type(self).__name__} has no objective and does not override training_loss")
+        inputs = batch["inputs"][self.view]
+        labels = batch["labels"] if self.labelled else None  # unlabelled batches have no "labels" at all
+        teacher_logits = None
+        if self.teachers is not None and self.objective.needs_teachers:
+            teacher_logits = self.teachers.logits(batch, self.view)
+        logits, out = self.heads.logits(self.model, self.kind, inputs, hidden=self.objective.needs_hidden)
+        ensemble = self.teachers.ensemble if self.teachers is not None else None
+        step = Step(self.kind, logits, labels, teacher_logits, ensemble,
+                    inputs, out, per_head=self.heads.per_head)
+        return self.objective(step)
 
     def predict_logits(self, inputs: dict[str, Tensor]) -> Tensor:
-        return self.kind.from_output(self.model(**inputs), inputs)
+        return self.heads.predict(self.model, self.kind, inputs)
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        """The teacher source prepares the soft targets from the trainer's datamodule at the start of a fit."""
+        return [self.teachers] if self.teachers is not None else []
 
     def extra_metrics(self) -> dict[str, Any]:
-        """Run facts for metrics.json beyond the student's scores (distillation adds teachers')."""
-        return {}
+        """Run facts for metrics.json beyond the student's scores (with teachers: theirs)."""
+        return self.teachers.facts() if self.teachers is not None else {}
 
     def eval_outputs(self) -> dict[str, Any]:
         """Files of the last validation (QA: ``predictions.json``, ``na_probs.json`` of the first eval split;
@@ -86,7 +129,7 @@ class ClassifierModule(pl.LightningModule):
 
     def export_model(self) -> PreTrainedModel:
         """The single HF classifier to ``save_pretrained`` (multi-head students fold their heads here)."""
-        return self.model
+        return self.heads.fold(self.model)
 
     # --- loop ------------------------------------------------------------------------------------
     def forward(self, inputs: dict[str, Tensor]) -> Tensor:
@@ -182,13 +225,9 @@ def require_labels(task: TaskSpec, method: str) -> None:
 
 
 class FineTuneModule(ClassifierModule):
-    """Plain supervised fine-tuning: cross-entropy on gold labels (teachers and no-KD baselines)."""
+    """Plain supervised fine-tuning (teachers and no-KD baselines): the module with the gold loss alone."""
 
     def __init__(self, model: PreTrainedModel, task: TaskSpec, optim: OptimConfig | None = None,
                  view: str = STUDENT) -> None:
         require_labels(task, "finetune")
-        super().__init__(model, task, optim, view)
-
-    def training_loss(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
-        logits = self.predict_logits(batch["inputs"][self.view])
-        return self.kind.gold_loss(logits, batch["labels"]), {}
+        super().__init__(model, task, optim, view, objective=gold_objective())

@@ -13,13 +13,13 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from tmkd.data.datamodule import STUDENT
 from tmkd.data.holdout import Holdout
 from tmkd.data.tasks import TaskSpec
-from tmkd.distill.aggregators import build_aggregator
 from tmkd.distill.ensemble import Teacher, TeacherEnsemble
-from tmkd.models.adapter_teacher import AdapterTeacher, find_adapter_export, load_adapter_teacher
+from tmkd.distill.objective import Term, build_term
+from tmkd.models.adapter_teacher import find_adapter_export, load_adapter_teacher
 from tmkd.models.build import ModelSpec, build_model, check_max_length
-from tmkd.modules.base import OptimConfig
-from tmkd.modules.distill import MODULES, DistillConfig, DistillModule, check_label_free
-from tmkd.pipeline.factory import build_holdout, max_length_of, plain
+from tmkd.modules.base import ClassifierModule, OptimConfig
+from tmkd.modules.distill import DistillConfig, check_label_free, distillation_module
+from tmkd.pipeline.settings import build_holdout, max_length_of, plain
 
 log = logging.getLogger(__name__)
 TEACHER_KEYS = {"name", "weight", "run"}
@@ -114,39 +114,35 @@ def distill_config(node: dict[str, Any]) -> DistillConfig:
     )
 
 
+def extra_terms(cfg: DictConfig) -> list[Term]:
+    """Terms added by config (``objective.terms.<registered name>: {weight: ..., <options>}``, e.g. from a
+    ``configs/objective/<name>.yaml``), after the ones the ``distill`` knobs make."""
+    node = plain(cfg.get("objective")) or {}
+    unknown = sorted(set(node) - {"terms"})
+    if unknown:
+        raise ValueError(f"unknown objective option(s) {unknown}: the objective node holds `terms` only")
+    return [build_term(name, **(options or {})) for name, options in (node.get("terms") or {}).items()]
+
+
 def build_distill_module(cfg: DictConfig, task: TaskSpec, model: PreTrainedModel,
-                         tokenizer: PreTrainedTokenizerBase, optim: OptimConfig
-                         ) -> tuple[DistillModule, dict[str, PreTrainedTokenizerBase]]:
-    if cfg.method == "prune":
-        raise ValueError("method=prune is gone: pruning is an add-on of any stage, e.g. method=many_to_one "
-                         "+prune=default (or /prune: default in an experiment's defaults)")
-    if cfg.method not in MODULES:
-        raise ValueError(f"unknown method {cfg.method!r}; valid: finetune, adapter, {', '.join(MODULES)}")
+                         tokenizer: PreTrainedTokenizerBase, optim: OptimConfig, *, per_teacher_heads: bool = False,
+                         exact_teachers: int | None = None
+                         ) -> tuple[ClassifierModule, dict[str, PreTrainedTokenizerBase]]:
+    """The distillation module of ``cfg`` (teachers, aggregator, objective) and the views its batches need.
+    Checks that need no teacher run first (label-free objective), so a bad setting fails before teachers load."""
     node = plain(cfg.distill)
     dcfg = distill_config(node)
     check_label_free(task, dcfg)  # alpha < 1 on unlabelled text fails here, before any teacher loads
+    terms = extra_terms(cfg)
     specs = select_teachers(node["teachers"], node.get("use_teachers"))
     warn_teacher_holdout(specs, build_holdout(cfg))
     ensemble = build_teachers(specs, task)
-    agg_node = dict(node["aggregator"])
-    agg_name = agg_node.pop("name")
-    if agg_name == "weighted" and agg_node.get("weights") is None:
-        agg_node["weights"] = ensemble.weights  # default: the teachers' own `weight`s
-    aggregator = build_aggregator(agg_name, **agg_node)
     extra_views = ensemble.assign_views(STUDENT, tokenizer)
     check_teacher_lengths(ensemble, task, max_length_of(cfg, task))
-    if dcfg.hidden_weight > 0:
-        if not 0 <= dcfg.hidden_teacher < len(ensemble):
-            raise ValueError(f"distill.hidden.teacher={dcfg.hidden_teacher} but there are {len(ensemble)} teachers")
-        if isinstance(ensemble.teachers[dcfg.hidden_teacher].model, AdapterTeacher):
-            raise ValueError(f"distill.hidden.teacher={dcfg.hidden_teacher} is adapter teacher "
-                             f"{ensemble.names[dcfg.hidden_teacher]!r}: it has no hidden states to distil from "
-                             "(its encoder is frozen and pretrained); pick a fine-tuned teacher")
-        if ensemble.teachers[dcfg.hidden_teacher].view != STUDENT:
-            raise ValueError("hidden-state distillation needs a teacher that shares the student's tokenizer; "
-                             f"teacher {ensemble.names[dcfg.hidden_teacher]!r} tokenises differently")
-    module = MODULES[cfg.method](model, task, optim, ensemble, dcfg, aggregator,
-                                max_length=cfg.data.max_length or task.max_length)
+    aggregator = dict(node["aggregator"])  # ``weighted`` without weights: the teachers' own (the objective's rule)
+    max_length = cfg.data.max_length or task.max_length
+    module = distillation_module(model, task, optim, ensemble, dcfg, aggregator, per_teacher_heads=per_teacher_heads,
+                                 exact_teachers=exact_teachers, max_length=max_length, extra_terms=terms)
     precomputed = dcfg.cache or module.kind.precompute_targets  # else teachers read their own views online
     views = {STUDENT: tokenizer, **({} if precomputed else extra_views)}
     return module, views

@@ -2,62 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from transformers import PreTrainedTokenizerBase
 
-from tmkd.data.datamodule import STUDENT, TaskDataModule
-from tmkd.data.holdout import Holdout, holdout_task
-from tmkd.data.tasks import TaskSpec, get_task
+from tmkd.data.datamodule import TaskDataModule
+from tmkd.data.tasks import TaskSpec
 from tmkd.features.datamodule import FeatureDataModule, FeatureViews
-from tmkd.models.build import ModelSpec, build_model, check_max_length
-from tmkd.modules.base import ClassifierModule, FineTuneModule, OptimConfig, require_labels
+from tmkd.modules.base import ClassifierModule
+from tmkd.pipeline.settings import build_holdout, build_task, max_length_of, plain
+from tmkd.pipeline.stages import build_stage
 
-FINETUNE = "finetune"
-ADAPTER = "adapter"  # tmkd.modules.adapter: a hidden-state adapter on a frozen encoder (cached or streamed)
-
-
-def plain(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
-
-
-def build_task(cfg: DictConfig) -> TaskSpec:
-    """The configured task; with ``data.holdout`` its eval splits are the held-out part of train."""
-    overrides = {k: v for k, v in plain(cfg.task).items() if k != "name"}
-    return holdout_task(get_task(cfg.task.name, **overrides), build_holdout(cfg))
-
-
-def build_holdout(cfg: DictConfig) -> Holdout | None:
-    return Holdout.from_config(plain(cfg.data.get("holdout")))
-
-
-def max_length_of(cfg: DictConfig, task: TaskSpec) -> int:
-    """The token length the data is cut to: ``data.max_length``, or the task's default."""
-    return int(cfg.data.max_length or task.max_length)
+__all__ = ["build_datamodule", "build_holdout", "build_module", "build_task", "max_length_of", "plain"]
 
 
 def build_module(cfg: DictConfig, task: TaskSpec) -> tuple[ClassifierModule, dict[str, PreTrainedTokenizerBase]]:
-    """The LightningModule for ``cfg.method`` and the tokenizers (views) its batches need, student first.
-
-    The trained model may start from an earlier stage with other labels (or of another task kind): its head is
-    then re-initialised.
-    """
-    optim = OptimConfig(**plain(cfg.optim))
-    if cfg.method in (FINETUNE, ADAPTER):  # gold-label methods: refused on unlabelled text before any model loads
-        require_labels(task, cfg.method)
-    if cfg.method == ADAPTER:  # no trained transformer: the adapter's module builds the frozen encoder itself
-        from tmkd.modules.adapter import build_adapter_module
-
-        return build_adapter_module(cfg, task, optim)
-    spec = ModelSpec.from_config(plain(cfg.model))
-    model, tokenizer = build_model(spec, task, on_label_mismatch="reinit")
-    check_max_length(model.config, max_length_of(cfg, task), f"model {spec.describe()}")
-    if cfg.method == FINETUNE:
-        return FineTuneModule(model, task, optim), {STUDENT: tokenizer}
-    from tmkd.pipeline.distill_factory import build_distill_module
-
-    return build_distill_module(cfg, task, model, tokenizer, optim)
+    """The LightningModule for ``cfg.method`` (its :class:`tmkd.pipeline.stages.StageType`) and the tokenizers
+    (views) its batches need, student first."""
+    return build_stage(cfg, task)
 
 
 def build_datamodule(cfg: DictConfig, task: TaskSpec, tokenizers: dict[str, PreTrainedTokenizerBase]
