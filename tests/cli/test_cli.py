@@ -185,6 +185,6 @@ def test_cli_cfg_job_with_both_override_styles_gives_the_same_config():
         assert done.returncode == 0, done.stderr
     cfg = OmegaConf.create(lightning_style.stdout)
     assert cfg.trainer.max_epochs == 5
-    assert cfg.logger.kind == "none"
+    assert cfg.logger.backend == "none"
     assert cfg.task.name == "synth_pair" and cfg.model.tiny is not None  # the quickstart is the default
     assert lightning_style.stdout == hydra_style.stdout == equals_style.stdout

@@ -113,7 +113,7 @@ def test_bad_plans_say_what_is_wrong(args, message):
 
 
 def test_identity_drops_paths_logging_and_speed_knobs():
-    config = {"seed": 1, "paths": {"output_dir": "/x"}, "logger": {"kind": "csv"},
+    config = {"seed": 1, "paths": {"output_dir": "/x"}, "logger": {"backend": "csv"},
               "data": {"dir": "/d", "batch_size": 8},
               "trainer": {"max_epochs": 2, "devices": 2, "enable_progress_bar": True}}
     ident = manifest.identity(config)
