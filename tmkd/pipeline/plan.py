@@ -23,8 +23,8 @@ whatever depends on it is run again. A finished run with the same identity is re
 from __future__ import annotations
 
 import copy
-import json
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,26 +165,30 @@ def split_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
     return global_ovs, final_ovs
 
 
-def _format_value(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, dict)):
-        return json.dumps(value)
-    return str(value)
+# `++node_overrides.<stages|teachers>.<run>.<key>=v` / `++node_overrides.final.<key>=v`: what tmkd.cli set aside
+NODE_OVERRIDE = re.compile(r"^\+{0,2}node_overrides\.(?:(stages|teachers)\.([A-Za-z0-9_-]+)|(final))\.(.+)$")
 
 
-def flatten(addressed: dict[str, Any], prefix: str = "") -> list[str]:
-    """``{trainer: {max_epochs: 3}, model: mpnet_base}`` -> ``["trainer.max_epochs=3", "model=mpnet_base"]``."""
-    out = []
-    for key, value in addressed.items():
-        if isinstance(value, dict) and value:
-            out.extend(flatten(value, f"{prefix}{key}."))
-        elif prefix == "trainer." and key in trainer_params():
-            out.append(f"++trainer.{key}={_format_value(value)}")  # any Trainer argument, as on the top level
-        else:
-            out.append(f"{prefix}{key}={_format_value(value)}")
+def run_override(key: str, value: str) -> str:
+    """One run's override as Hydra takes it: the key and the value text exactly as written on the command line
+    (no round trip through a config node), with ``++`` for a Trainer argument the config does not name."""
+    root, _, leaf = key.partition(".")
+    return f"++{key}={value}" if root == "trainer" and leaf in trainer_params() else f"{key}={value}"
+
+
+def node_overrides(overrides: list[str]) -> dict[str, dict[str, dict[str, str]]]:
+    """``{"stages": {run: {key: override}}, "teachers": {...}, "final": {"": {key: override}}}`` from the overrides
+    that tmkd.cli.address_runs (and check_overrides, for keys only the final stage has) stored under
+    ``node_overrides``: read back from the override text, so each reaches its run as the user wrote it."""
+    out: dict[str, dict[str, dict[str, str]]] = {root: {} for root in (*ADDRESS_ROOTS, "final")}
+    for ov in overrides:
+        key, _, value = ov.partition("=")
+        match = NODE_OVERRIDE.match(key)
+        if match:
+            root, run, final, rest = match.groups()
+            named = out[final or root].setdefault(run or "", {})
+            named.pop(rest, None)  # a later override of the key wins, and goes last
+            named[rest] = run_override(rest, value)
     return out
 
 
@@ -197,12 +201,11 @@ class Planner:
         self.experiment = check_name(top.get("experiment_name") or MAIN, "experiment_name")
         self.checkpoints = Path(top["paths"]["checkpoints"])
         self.global_ovs, self.final_ovs = split_overrides(overrides)
-        addressed = top.get("node_overrides") or {}
-        # {"stages": {name: {...}}, "teachers": {name: {...}}}: what `stages.<name>.<key>=...` set on the command line
-        self.addressed: dict[str, dict[str, Any]] = {root: copy.deepcopy(addressed.get(root) or {})
-                                                      for root in ADDRESS_ROOTS}
-        # keys of the final stage that the top-level config does not have (tmkd.cli holds them here)
-        self.final_extra: dict[str, Any] = copy.deepcopy(addressed.get("final") or {})
+        addressed = node_overrides(overrides)
+        # {"stages": {name: {key: override}}, "teachers": {...}}: what `stages.<name>.<key>=...` set on the command line
+        self.addressed = {root: addressed[root] for root in ADDRESS_ROOTS}
+        # keys of the final stage that the top-level config does not have (tmkd.cli holds them under node_overrides)
+        self.final_extra: list[str] = list(addressed["final"].get("", {}).values())
         self.runs: dict[str, Run] = {}
         self.used_addresses: set[tuple[str, str]] = set()
 
@@ -244,7 +247,7 @@ class Planner:
         final = names[-1] if seeds is None else seeded_name(names[-1], seeds[0])
         return Plan(self.experiment, self.runs, final, exp_dir, only, seeds)
 
-    def _addressed(self, name: str, role: str) -> dict[str, Any]:
+    def _addressed(self, name: str, role: str) -> dict[str, str]:
         """What the command line set for this run (``stages.<name>.*`` / ``teachers.<name>.*``)."""
         self.used_addresses.add((f"{role}s", name))
         return copy.deepcopy(self.addressed[f"{role}s"].get(name) or {})
@@ -252,10 +255,13 @@ class Planner:
     def plan_stage(self, name: str, spec: dict[str, Any], final: bool, earlier: list[str],
                    seed: int | None = None) -> None:
         addressed = self._addressed(name, "stage")
-        init_from = addressed.pop("init_from", spec.get("init_from"))
+        init_from = spec.get("init_from")
+        if "init_from" in addressed:  # `stages.<name>.init_from=PATH` (null: start afresh)
+            given = addressed.pop("init_from").partition("=")[2]
+            init_from = None if given == "null" else given
         if seed is not None:  # the seed of the axis wins over a `seed` the stage or the command line sets
             addressed.pop("seed", None)
-            addressed["seed"] = seed
+            addressed["seed"] = f"seed={seed}"
             if init_from in earlier:
                 init_from = seeded_name(str(init_from), seed)
             earlier = [seeded_name(e, seed) for e in earlier]
@@ -284,8 +290,8 @@ class Planner:
                         "model.layers=null", "model.tokenizer=null"]
         base = run_source(spec.get("experiment"), spec.get("fragment"))
         overrides = dedupe([*base, *self.global_ovs, *(spec.get("overrides") or []),
-                            *init_ovs, *(self.final_ovs + flatten(self.final_extra) if final else []),
-                            *flatten(addressed)])
+                            *init_ovs, *(self.final_ovs + self.final_extra if final else []),
+                            *addressed.values()])
         self.add_run(name, "stage", spec.get("experiment") or spec["fragment"], overrides, needs, upstream, note)
 
     def plan_teacher(self, spec: dict[str, Any]) -> Run:
@@ -301,7 +307,7 @@ class Planner:
         declared_keys = {override_key(o) for o in declared}
         global_ovs = [o for o in self.global_ovs if override_key(o) not in declared_keys]
         overrides = dedupe([f"experiment={run['experiment']}", *global_ovs, *declared,
-                            *flatten(self._addressed(name, "teacher"))])
+                            *self._addressed(name, "teacher").values()])
         existing = self.runs.get(name)
         new = self.make_run(name, "teacher", run["experiment"], overrides, [], {}, "")
         if existing is not None:
