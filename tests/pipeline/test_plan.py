@@ -124,7 +124,7 @@ def test_identity_drops_paths_logging_and_speed_knobs():
 # --- configs that compose (issue 18) ---------------------------------------------------------------------------
 def _same(a: dict, b: dict) -> dict:
     """The two resolved configs without the keys that name the invocation."""
-    drop = ("experiment_name", "run_name", "paths")
+    drop = ("experiment_name", "run_name", "paths", "logger")  # logger.group names the experiment
     return {k: (a.get(k), b.get(k)) for k in set(a) | set(b) if k not in drop and a.get(k) != b.get(k)}
 
 
