@@ -37,7 +37,7 @@ def main(folders: list[str]) -> str:
             seen.add(key)
             rows = (run.get("data") or {}).get("rows", {})
             train = next((v for k, v in rows.items() if k == "train"), "?")
-            cells = [report["experiment"], run["name"] + (" (student)" if run["final"] else ""), run["kind"],
+            cells = [report["experiment"], run["name"] + (" (student)" if run["final"] else ""), run["role"],
                      str(run["task"]), str(run["method"]), f"{run['value']:.4f}" if run["value"] is not None else "-",
                      str(train), f"{run['params'] / 1e6:.1f}" if run["params"] else "-"]
             cells += [f"{v:.1f}" if (v := ms(report, run["name"], b)) else "-" for b in (1, 32)]

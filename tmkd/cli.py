@@ -16,7 +16,16 @@ from hydra import compose
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
-from tmkd.pipeline.compose import CONFIG_DIR, CONFIG_NAME, hydra_context, trainer_params
+from tmkd.pipeline.compose import (
+    CONFIG_DIR,
+    CONFIG_NAME,
+    EXPERIMENT_GROUP,
+    FRAGMENT_GROUP,
+    fragment_users,
+    hydra_context,
+    is_fragment,
+    trainer_params,
+)
 from tmkd.pipeline.names import BadName, check_name
 
 # Hydra's own flags: name -> whether it takes a value.
@@ -96,8 +105,18 @@ def check_overrides(overrides: list[str]) -> list[str]:
         (picks if key in groups else values).append(ov)
     for ov in picks:
         key, _, value = ov.lstrip("+~").partition("=")
+        if key == EXPERIMENT_GROUP and is_fragment(value):
+            users = fragment_users(value)
+            raise UsageError(
+                f"{value!r} is a stage fragment (configs/{FRAGMENT_GROUP}/{value}.yaml), not an experiment: it is the "
+                f"base config of one stage of {', '.join(users) or 'a plan'}, which supplies what it needs (e.g. "
+                f"init_from). Run {'experiment=' + users[0] if users else 'that experiment'}, or the fragment by "
+                f"itself with {FRAGMENT_GROUP}={value} (and what it needs, e.g. adapter.encoder=...)")
         if value not in ("null", "") and value not in group_options(key):
             raise UsageError(f"unknown {key} {value!r}; valid {key} names: {', '.join(group_options(key))}")
+    keys = {ov.lstrip("+~").partition("=")[0] for ov in picks}
+    if FRAGMENT_GROUP in keys and EXPERIMENT_GROUP not in keys:
+        picks.insert(0, f"~{EXPERIMENT_GROUP}")  # a fragment run by itself takes the experiment's place
     try:
         base = _compose(picks)
     except (HydraException, ValueError) as err:  # ValueError: e.g. `group=null`

@@ -185,6 +185,29 @@ def test_cli_cfg_job_with_both_override_styles_gives_the_same_config():
         assert done.returncode == 0, done.stderr
     cfg = OmegaConf.create(lightning_style.stdout)
     assert cfg.trainer.max_epochs == 5
-    assert cfg.logger.kind == "none"
+    assert cfg.logger.backend == "none"
     assert cfg.task.name == "synth_pair" and cfg.model.tiny is not None  # the quickstart is the default
     assert lightning_style.stdout == hydra_style.stdout == equals_style.stdout
+
+
+# --- config groups and fragments (issue 18) -----------------------------------------------------------------------
+def test_a_fragment_named_as_an_experiment_says_what_it_is_and_what_to_run():
+    with pytest.raises(UsageError, match=r"'adapter_head_quick' is a stage fragment \(configs/fragment/"
+                                         r"adapter_head_quick.yaml\), not an experiment: it is the base config of one "
+                                         r"stage of adapter_quick.*Run experiment=adapter_quick, or the fragment by "
+                                         r"itself with fragment=adapter_head_quick"):
+        prepare_argv(["experiment=adapter_head_quick"])
+
+
+def test_a_fragment_alone_replaces_the_default_experiment():
+    assert prepare_argv(["fragment=prune_quick_stage"])[:2] == ["~experiment", "fragment=prune_quick_stage"]
+
+
+def test_an_unknown_method_lists_the_methods():
+    with pytest.raises(UsageError, match=r"unknown method 'distil'; valid method names: adapter, finetune, "
+                                         r"many_to_many, many_to_one, one_to_one"):
+        prepare_argv(["experiment=m_o_1_quick", "method=distil"])
+
+
+def test_renamed_experiments_have_no_aliases():
+    assert "one_to_one_squad" in group_options("experiment") and "kd_squad" not in group_options("experiment")

@@ -119,7 +119,7 @@ def test_gold_label_objectives_are_refused_naming_the_setting():
 @pytest.mark.parametrize(("overrides", "message"), [
     (["experiment=finetune_quick"], r"method=finetune trains on gold labels, but task 'synth_pair' has "
                                     r"train_labelled=false"),
-    (["experiment=adapter_head_quick"], r"method=adapter trains on gold labels"),
+    (["~experiment", "fragment=adapter_head_quick"], r"method=adapter trains on gold labels"),
     (["experiment=m_o_1_quick"], r"distill.alpha=0.5 puts weight 0.5 on the gold-label CE"),
 ])
 def test_a_run_config_using_gold_labels_on_unlabelled_text_fails_before_any_model_loads(compose_cfg, overrides,

@@ -101,11 +101,11 @@ def test_settings_and_encoder_checks(compose_cfg):
         AdapterSettings.from_config({"projection": 8})
     with pytest.raises(ValueError, match="ensemble_weight"):
         AdapterSettings(ensemble_weight=1.5)
-    cfg = compose_cfg(["experiment=adapter_head_quick"])
+    cfg = compose_cfg(["~experiment", "fragment=adapter_head_quick"])
     assert cfg.method == "adapter" and cfg.adapter.encoder is None and cfg.model.name_or_path is None
     with pytest.raises(ValueError, match="pretrained frozen encoder"):  # a tiny random model has no name to export
         encoder_reference(cfg, AdapterSettings.from_config(OmegaConf.to_container(cfg.adapter)))
-    named = compose_cfg(["experiment=adapter_head_quick", "adapter.encoder=/some/run"])
+    named = compose_cfg(["~experiment", "fragment=adapter_head_quick", "adapter.encoder=/some/run"])
     assert encoder_reference(named, AdapterSettings.from_config(OmegaConf.to_container(named.adapter))) == "/some/run"
 
 

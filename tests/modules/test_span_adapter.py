@@ -36,7 +36,7 @@ def _tiny_qa_encoder(tmp_path: Path) -> Path:
 def test_quick_span_adapter_trains_only_the_adapter_and_exports_a_qa_teacher(tmp_path):
     encoder_dir = _tiny_qa_encoder(tmp_path)
     original = load_encoder(str(encoder_dir)).state_dict()  # the pooler a QA model lacks: zeroed
-    overrides = prepare_argv(["experiment=adapter_head_quick_qa", f"adapter.encoder={encoder_dir}", *SMALL])
+    overrides = prepare_argv(["fragment=adapter_head_quick_qa", f"adapter.encoder={encoder_dir}", *SMALL])
     plan = build_plan(compose_run(overrides), overrides)
     run_plan(plan, report=False)
     (run,) = plan.runs.values()

@@ -95,7 +95,7 @@ def test_a_run_folder_counts_by_its_hf_export(tmp_path):
 
 def test_the_adapters_frozen_encoder_counts_by_content(tmp_path):
     encoder = fake_model(tmp_path / "encoder")
-    args = ["experiment=adapter_head_quick", f"model.name_or_path={encoder}", "model.tiny=null"]
+    args = ["fragment=adapter_head_quick", f"model.name_or_path={encoder}", "model.tiny=null"]
     first = main_hash(*args)
     assert main_hash(*args, f"adapter.encoder={encoder}") == first  # null means model.name_or_path
     fake_model(encoder, weights=b"other encoder")

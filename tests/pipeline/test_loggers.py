@@ -51,16 +51,16 @@ def test_explicit_config_wins(no_wandb_key, monkeypatch):
 
 
 def test_none_and_csv_and_bad_kind(tmp_path):
-    assert build_loggers(OmegaConf.create({"kind": "none"}), tmp_path, "r", {}) == []
-    (csv,) = build_loggers(OmegaConf.create({"kind": "csv"}), tmp_path, "r", {})
+    assert build_loggers(OmegaConf.create({"backend": "none"}), tmp_path, "r", {}) == []
+    (csv,) = build_loggers(OmegaConf.create({"backend": "csv"}), tmp_path, "r", {})
     assert type(csv).__name__ == "CSVLogger"
-    with pytest.raises(ValueError, match=r"unknown logger kind 'tensorboard'; valid: \['wandb', 'csv', 'none'\]"):
-        build_loggers(OmegaConf.create({"kind": "tensorboard"}), tmp_path, "r", {})
+    with pytest.raises(ValueError, match=r"unknown logger.backend 'tensorboard'; valid: \['wandb', 'csv', 'none'\]"):
+        build_loggers(OmegaConf.create({"backend": "tensorboard"}), tmp_path, "r", {})
 
 
 def test_a_resumed_run_keeps_its_csv_log(tmp_path):
     """Lightning's CSVLogger deletes the metrics.csv it opens: a resumed run logs next to it instead."""
-    cfg = OmegaConf.create({"kind": "csv"})
+    cfg = OmegaConf.create({"backend": "csv"})
     (first,) = build_loggers(cfg, tmp_path, "r", {})
     first.log_metrics({"loss": 1.0}, step=0)
     first.save()
@@ -75,7 +75,7 @@ def test_a_resumed_run_keeps_its_csv_log(tmp_path):
 
 
 def test_a_resumed_run_continues_its_wandb_run(no_wandb_key, tmp_path):
-    cfg = OmegaConf.create({"kind": "wandb", "offline": True})
+    cfg = OmegaConf.create({"backend": "wandb", "offline": True})
     out = tmp_path / "run"
     (first,) = build_loggers(cfg, out, "r", {"a": 1})
     run_id = first.experiment.id

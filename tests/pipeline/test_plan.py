@@ -113,9 +113,100 @@ def test_bad_plans_say_what_is_wrong(args, message):
 
 
 def test_identity_drops_paths_logging_and_speed_knobs():
-    config = {"seed": 1, "paths": {"output_dir": "/x"}, "logger": {"kind": "csv"},
+    config = {"seed": 1, "paths": {"output_dir": "/x"}, "logger": {"backend": "csv"},
               "data": {"dir": "/d", "batch_size": 8},
               "trainer": {"max_epochs": 2, "devices": 2, "enable_progress_bar": True}}
     ident = manifest.identity(config)
     assert ident == {"seed": 1, "data": {"batch_size": 8}, "trainer": {"max_epochs": 2}}
     assert manifest.config_hash(ident) != manifest.config_hash({**ident, "seed": 2})
+
+
+# --- configs that compose (issue 18) ---------------------------------------------------------------------------
+def _same(a: dict, b: dict) -> dict:
+    """The two resolved configs without the keys that name the invocation."""
+    drop = ("experiment_name", "run_name", "paths", "logger")  # logger.group names the experiment
+    return {k: (a.get(k), b.get(k)) for k in set(a) | set(b) if k not in drop and a.get(k) != b.get(k)}
+
+
+def test_method_is_a_config_group_so_an_experiment_and_a_method_compose():
+    from tmkd.pipeline.compose import compose_run
+
+    many = compose_run(["experiment=m_o_1_rte", "method=many_to_many"])
+    assert many["method"] == "many_to_many"
+    assert _same(many, compose_run(["experiment=m_o_m_rte"])) == {}
+    # a stage's method is chosen the same way (stages.<name>.method=...)
+    plan = plan_for("experiment=quickstart", "stages.stage2.method=many_to_many")
+    assert plan.runs["stage2"].config["method"] == "many_to_many" and plan.runs["stage1"].config["method"] == \
+        "many_to_one"
+
+
+def test_no_experiment_sets_method_as_a_plain_value():
+    """A plain `method:` in an experiment would win over `method=` on the command line: experiments choose it in
+    their defaults (`override /method: <name>`)."""
+    import yaml
+
+    from tmkd.pipeline.compose import CONFIG_DIR
+
+    plain = [p.name for p in sorted((CONFIG_DIR / "experiment").glob("*.yaml")) if "method" in
+             (yaml.safe_load(p.read_text()) or {})]
+    assert plain == []
+
+
+@pytest.mark.parametrize(("experiment", "metric"), [
+    ("m_o_1_rte", "val/accuracy"), ("m_o_1_squad", "val/f1"), ("one_to_one_squad_v2", "val/f1"),
+    ("finetune_quick_qa", "val/f1"),
+])
+def test_the_optimized_metric_is_the_tasks_main_metric(experiment, metric):
+    from tmkd.pipeline.compose import compose_run
+
+    assert compose_run([f"experiment={experiment}"])["optimized_metric"] == metric
+
+
+def test_the_optimized_metric_follows_the_task_unless_set():
+    from tmkd.pipeline.compose import compose_run
+
+    assert compose_run(["experiment=finetune_quick", "task=synth_qa"])["optimized_metric"] == "val/f1"
+    assert compose_run(["experiment=finetune_quick_qa", "optimized_metric=val/exact"])["optimized_metric"] == \
+        "val/exact"
+    plan = plan_for("experiment=quickstart", "stages.stage2.task=synth_qa", "stages.stage2.teachers=quick_qa")
+    assert plan.runs["stage2"].config["optimized_metric"] == "val/f1"
+    assert plan.runs["stage1"].config["optimized_metric"] == "val/accuracy"
+
+
+def test_a_plan_names_a_fragment_as_a_stages_base_config():
+    plan = plan_for("experiment=adapter_quick")
+    adapter = plan.runs["adapter"]
+    assert adapter.experiment == "adapter_head_quick" and adapter.role == "stage"
+    assert adapter.overrides[:2] == ["~experiment", "fragment=adapter_head_quick"]
+    assert adapter.config["method"] == "adapter" and adapter.out_dir.parent.name == "adapter_head_quick"
+    assert {r.role for r in plan.runs.values()} == {"stage"}
+
+
+def test_a_fragment_runs_by_itself_when_named_as_one(tmp_path):
+    plan = plan_for("fragment=adapter_head_quick", f"adapter.encoder={tmp_path}")
+    (run,) = plan.runs.values()
+    assert plan.experiment == "adapter_head_quick" and run.config["adapter"]["encoder"] == str(tmp_path)
+    assert run.config["method"] == "adapter"
+
+
+@pytest.mark.parametrize("spec", [{"overrides": []}, {"experiment": "finetune_quick", "fragment": "x"}])
+def test_a_stage_needs_an_experiment_or_a_fragment_not_both(spec):
+    from tmkd.pipeline.compose import compose_run
+    from tmkd.pipeline.plan import build_plan
+
+    top = compose_run(["experiment=quickstart"])
+    top["stages"]["stage1"] = spec
+    with pytest.raises(PlanError, match=r"stage 'stage1' of 'quickstart' needs its base config: an `experiment` "
+                                        r"or a `fragment`"):
+        build_plan(top, ["experiment=quickstart"])
+
+
+def test_addressed_overrides_reach_their_run_as_written():
+    plan = plan_for("experiment=quickstart", "stages.stage2.optim.lr=3e-5",
+                    "stages.stage2.distill.use_teachers=[tiny_s1]", "stages.stage1.trainer.accumulate_grad_batches=2")
+    stage2, stage1 = plan.runs["stage2"], plan.runs["stage1"]
+    assert "optim.lr=3e-5" in stage2.overrides and stage2.config["optim"]["lr"] == 3e-5
+    assert "distill.use_teachers=[tiny_s1]" in stage2.overrides
+    assert [t["name"] for t in stage2.config["distill"]["teachers"]] == ["tiny_s1"]
+    assert "++trainer.accumulate_grad_batches=2" in stage1.overrides
+    assert stage1.config["trainer"]["accumulate_grad_batches"] == 2

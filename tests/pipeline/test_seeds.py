@@ -17,17 +17,17 @@ SMALL = ["data.max_train_samples=120", "data.max_eval_samples=80", "trainer.max_
 
 def test_every_stage_runs_once_per_seed_and_teachers_are_shared():
     plan = plan_for("experiment=quickstart", "seeds=[1,2,3]", *SMALL)
-    stages = [r for r in plan.runs.values() if r.kind == "stage"]
+    stages = [r for r in plan.runs.values() if r.role == "stage"]
     assert sorted(r.name for r in stages) == sorted(f"stage{i}-s{s}" for i in (1, 2) for s in (1, 2, 3))
     for s in (1, 2, 3):
         assert plan.runs[f"stage1-s{s}"].config["seed"] == s and plan.runs[f"stage2-s{s}"].config["seed"] == s
         assert f"stage1-s{s}" in plan.runs[f"stage2-s{s}"].needs  # each seed's stage 2 starts from its stage 1
     assert len({plan.runs[f"stage2-s{s}"].hash for s in (1, 2, 3)}) == 3
-    teachers = [r for r in plan.runs.values() if r.kind == "teacher"]
+    teachers = [r for r in plan.runs.values() if r.role == "teacher"]
     assert len(teachers) == len({r.name for r in teachers}) and all("-s" not in r.name for r in teachers)
     unseeded = plan_for("experiment=quickstart", *SMALL)
     assert {r.name: r.hash for r in teachers} == {r.name: r.hash for r in unseeded.runs.values()
-                                                  if r.kind == "teacher"}
+                                                  if r.role == "teacher"}
     assert plan.final == "stage2-s1" and plan.finals == ["stage2-s1", "stage2-s2", "stage2-s3"]
     assert "stage2-s3" in plan.describe()
 

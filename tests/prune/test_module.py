@@ -125,7 +125,7 @@ def test_resume_from_a_filled_checkpoint(tmp_path: Path) -> None:
 
     from tmkd.pipeline.train import run
 
-    plan = plan_for("experiment=prune_quick_stage", *SMALL, "trainer.max_epochs=2",
+    plan = plan_for("fragment=prune_quick_stage", *SMALL, "trainer.max_epochs=2",
                     "prune.final_finetune_fraction=0.5", "prune.dense_eval=false")
     first = run_plan(plan)["main"]
     run_dir = plan.runs["main"].out_dir

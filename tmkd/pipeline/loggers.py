@@ -11,7 +11,7 @@ from typing import Any
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 
 log = logging.getLogger(__name__)
-KINDS = ("wandb", "csv", "none")
+BACKENDS = ("wandb", "csv", "none")
 
 
 def wandb_has_credentials() -> bool:
@@ -47,12 +47,12 @@ def build_loggers(cfg: Any, save_dir: Path, run_name: str, config: dict[str, Any
     ``csv/resume-<n>/`` (Lightning's CSVLogger deletes an existing ``metrics.csv`` it opens), and W&B continues the
     run whose id ``save_dir/wandb_id`` holds instead of opening a new one.
     """
-    kind = cfg.get("kind", "wandb")
-    if kind not in KINDS:
-        raise ValueError(f"unknown logger kind {kind!r}; valid: {list(KINDS)}")
-    if kind == "none":
+    backend = cfg.get("backend", "wandb")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown logger.backend {backend!r}; valid: {list(BACKENDS)}")
+    if backend == "none":
         return []
-    if kind == "csv":
+    if backend == "csv":
         return [CSVLogger(save_dir=str(save_dir), name="csv", version=csv_version(save_dir / "csv", resume))]
     offline = wandb_offline(cfg.get("offline"))
     if offline:

@@ -1,7 +1,8 @@
 """The plan of an experiment: every run it needs (teachers, stages), their configs, folders and status.
 
-An experiment either declares ``stages`` (an ordered mapping ``name -> {experiment, overrides, init_from}``)
-or is itself one stage (``main``). Teachers that a stage distils from and that are declared with a ``run``
+An experiment either declares ``stages`` (an ordered mapping ``name -> {experiment | fragment, overrides,
+init_from}``; a fragment is a stage's base config under ``configs/fragment/``, not an experiment of its own) or is
+itself one stage (``main``). Teachers that a stage distils from and that are declared with a ``run``
 (``{experiment, overrides}``) become runs of the plan too, before the stage that needs them. Nothing here
 trains anything: the planner composes configs, hashes them and reads manifests; the runner runs.
 
@@ -22,21 +23,22 @@ whatever depends on it is run again. A finished run with the same identity is re
 from __future__ import annotations
 
 import copy
-import json
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tmkd.environment import environment, version_changes
 from tmkd.pipeline import integrity, locks, manifest
-from tmkd.pipeline.compose import compose_run, dedupe, override_key, trainer_params
+from tmkd.pipeline.compose import compose_run, dedupe, is_fragment, override_key, run_source, trainer_params
 from tmkd.pipeline.identity import IdentityError, run_identity
+from tmkd.pipeline.methods import uses_teachers
 from tmkd.pipeline.names import check_inside, check_name
 
 MAIN = "main"
 GLOBAL_ROOTS = ("seed", "data", "trainer", "logger", "paths", "checkpoint")
-CONTROL_KEYS = ("experiment", "plan", "stage", "seeds", "node_overrides", "hparams_search")
+CONTROL_KEYS = ("experiment", "fragment", "plan", "stage", "seeds", "node_overrides", "hparams_search")
 META_KEYS = ("init_from",)  # node settings that are not keys of the run's config
 ADDRESS_ROOTS = ("stages", "teachers")
 log = logging.getLogger(__name__)
@@ -51,7 +53,7 @@ class Run:
     """One run of the plan: its config (resolved), identity hash, folder and status."""
 
     name: str
-    kind: str  # "teacher" | "stage"
+    role: str  # "teacher" | "stage": what the run is in the plan
     experiment: str
     overrides: list[str]
     config: dict[str, Any]
@@ -104,7 +106,7 @@ class Plan:
 
     def describe(self) -> str:
         """The plan as a table: each run, what it is, where it goes and whether it is done, to resume or to run."""
-        rows = [("run", "kind", "status", "needs", "folder")]
+        rows = [("run", "role", "status", "needs", "folder")]
         current = environment() if any(r.status == "done" for r in self.selected()) else {}
         for r in self.selected():
             status = {"done": f"done (reused from {r.out_dir.parent.name}/)" if r.out_dir.parent.name != r.experiment
@@ -115,7 +117,7 @@ class Plan:
                 status += f" [made with other versions: {'; '.join(changes)}]" if changes else ""
             else:  # a `running` manifest: another process trains it now, or one that is gone left it
                 status += locks.stale_note(r.out_dir)
-            rows.append((r.name, f"{r.kind}: {r.experiment}", status, ",".join(r.needs) or "-", str(r.out_dir)))
+            rows.append((r.name, f"{r.role}: {r.experiment}", status, ",".join(r.needs) or "-", str(r.out_dir)))
         widths = [max(len(row[i]) for row in rows) for i in range(4)]
         lines = [f"Plan for experiment {self.experiment!r}" + (f" (only {self.only!r} and what it needs)"
                                                                 if self.only else "") + ":"]
@@ -163,26 +165,30 @@ def split_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
     return global_ovs, final_ovs
 
 
-def _format_value(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, dict)):
-        return json.dumps(value)
-    return str(value)
+# `++node_overrides.<stages|teachers>.<run>.<key>=v` / `++node_overrides.final.<key>=v`: what tmkd.cli set aside
+NODE_OVERRIDE = re.compile(r"^\+{0,2}node_overrides\.(?:(stages|teachers)\.([A-Za-z0-9_-]+)|(final))\.(.+)$")
 
 
-def flatten(addressed: dict[str, Any], prefix: str = "") -> list[str]:
-    """``{trainer: {max_epochs: 3}, model: mpnet_base}`` -> ``["trainer.max_epochs=3", "model=mpnet_base"]``."""
-    out = []
-    for key, value in addressed.items():
-        if isinstance(value, dict) and value:
-            out.extend(flatten(value, f"{prefix}{key}."))
-        elif prefix == "trainer." and key in trainer_params():
-            out.append(f"++trainer.{key}={_format_value(value)}")  # any Trainer argument, as on the top level
-        else:
-            out.append(f"{prefix}{key}={_format_value(value)}")
+def run_override(key: str, value: str) -> str:
+    """One run's override as Hydra takes it: the key and the value text exactly as written on the command line
+    (no round trip through a config node), with ``++`` for a Trainer argument the config does not name."""
+    root, _, leaf = key.partition(".")
+    return f"++{key}={value}" if root == "trainer" and leaf in trainer_params() else f"{key}={value}"
+
+
+def node_overrides(overrides: list[str]) -> dict[str, dict[str, dict[str, str]]]:
+    """``{"stages": {run: {key: override}}, "teachers": {...}, "final": {"": {key: override}}}`` from the overrides
+    that tmkd.cli.address_runs (and check_overrides, for keys only the final stage has) stored under
+    ``node_overrides``: read back from the override text, so each reaches its run as the user wrote it."""
+    out: dict[str, dict[str, dict[str, str]]] = {root: {} for root in (*ADDRESS_ROOTS, "final")}
+    for ov in overrides:
+        key, _, value = ov.partition("=")
+        match = NODE_OVERRIDE.match(key)
+        if match:
+            root, run, final, rest = match.groups()
+            named = out[final or root].setdefault(run or "", {})
+            named.pop(rest, None)  # a later override of the key wins, and goes last
+            named[rest] = run_override(rest, value)
     return out
 
 
@@ -195,41 +201,43 @@ class Planner:
         self.experiment = check_name(top.get("experiment_name") or MAIN, "experiment_name")
         self.checkpoints = Path(top["paths"]["checkpoints"])
         self.global_ovs, self.final_ovs = split_overrides(overrides)
-        addressed = top.get("node_overrides") or {}
-        # {"stages": {name: {...}}, "teachers": {name: {...}}}: what `stages.<name>.<key>=...` set on the command line
-        self.addressed: dict[str, dict[str, Any]] = {kind: copy.deepcopy(addressed.get(kind) or {})
-                                                      for kind in ADDRESS_ROOTS}
-        # keys of the final stage that the top-level config does not have (tmkd.cli holds them here)
-        self.final_extra: dict[str, Any] = copy.deepcopy(addressed.get("final") or {})
+        addressed = node_overrides(overrides)
+        # {"stages": {name: {key: override}}, "teachers": {...}}: what `stages.<name>.<key>=...` set on the command line
+        self.addressed = {root: addressed[root] for root in ADDRESS_ROOTS}
+        # keys of the final stage that the top-level config does not have (tmkd.cli holds them under node_overrides)
+        self.final_extra: list[str] = list(addressed["final"].get("", {}).values())
         self.runs: dict[str, Run] = {}
         self.used_addresses: set[tuple[str, str]] = set()
 
     def build(self) -> Plan:
-        stages = self.top.get("stages") or {MAIN: {"experiment": self.experiment, "overrides": []}}
+        source = "fragment" if is_fragment(self.experiment) else "experiment"  # `fragment=<name>` run by itself
+        stages = self.top.get("stages") or {MAIN: {source: self.experiment, "overrides": []}}
         if not isinstance(stages, dict) or not stages:
             raise PlanError(f"experiment {self.experiment!r}: stages must be a mapping name -> "
-                            "{experiment, overrides, init_from}")
+                            "{experiment or fragment, overrides, init_from}")
         names = list(stages)
         seeds = check_seeds(self.top.get("seeds"))
         for i, (name, spec) in enumerate(stages.items()):
             check_name(name, "stage name")
-            if not isinstance(spec, dict) or not spec.get("experiment"):
-                raise PlanError(f"stage {name!r} of {self.experiment!r} needs an `experiment` (the run's base config)")
-            check_name(spec["experiment"], f"stage {name!r}: experiment")
-            unknown = sorted(set(spec) - {"experiment", "overrides", "init_from"})
+            if not isinstance(spec, dict) or bool(spec.get("experiment")) == bool(spec.get("fragment")):
+                raise PlanError(f"stage {name!r} of {self.experiment!r} needs its base config: an `experiment` or a "
+                                f"`fragment` (configs/fragment/), one of them; got {spec!r}")
+            key = "experiment" if spec.get("experiment") else "fragment"
+            check_name(spec[key], f"stage {name!r}: {key}")
+            unknown = sorted(set(spec) - {"experiment", "fragment", "overrides", "init_from"})
             if unknown:
                 raise PlanError(f"stage {name!r}: unknown setting(s) {unknown}; "
-                                "valid: experiment, overrides, init_from")
+                                "valid: experiment or fragment, overrides, init_from")
             final = i == len(names) - 1
             if seeds is None:
                 self.plan_stage(name, spec, final, names[:i])
                 continue
             for seed in seeds:  # one run per seed; a later stage starts from the same seed's earlier stage
                 self.plan_stage(name, spec, final, names[:i], seed=seed)
-        unknown = sorted(f"{kind}.{name}" for kind, named in self.addressed.items() for name in named
-                         if (kind, name) not in self.used_addresses)
+        unknown = sorted(f"{root}.{name}" for root, named in self.addressed.items() for name in named
+                         if (root, name) not in self.used_addresses)
         if unknown:
-            teachers = [r.name for r in self.runs.values() if r.kind == "teacher"]
+            teachers = [r.name for r in self.runs.values() if r.role == "teacher"]
             raise PlanError(f"overrides address unknown run(s) {unknown}; stages: {names}; teachers: {teachers or '-'}"
                             " (write stages.<stage>.<key>=... or teachers.<teacher>.<key>=...)")
         only = self.top.get("stage")
@@ -239,18 +247,21 @@ class Planner:
         final = names[-1] if seeds is None else seeded_name(names[-1], seeds[0])
         return Plan(self.experiment, self.runs, final, exp_dir, only, seeds)
 
-    def _addressed(self, name: str, kind: str) -> dict[str, Any]:
+    def _addressed(self, name: str, role: str) -> dict[str, str]:
         """What the command line set for this run (``stages.<name>.*`` / ``teachers.<name>.*``)."""
-        self.used_addresses.add((f"{kind}s", name))
-        return copy.deepcopy(self.addressed[f"{kind}s"].get(name) or {})
+        self.used_addresses.add((f"{role}s", name))
+        return copy.deepcopy(self.addressed[f"{role}s"].get(name) or {})
 
     def plan_stage(self, name: str, spec: dict[str, Any], final: bool, earlier: list[str],
                    seed: int | None = None) -> None:
         addressed = self._addressed(name, "stage")
-        init_from = addressed.pop("init_from", spec.get("init_from"))
+        init_from = spec.get("init_from")
+        if "init_from" in addressed:  # `stages.<name>.init_from=PATH` (null: start afresh)
+            given = addressed.pop("init_from").partition("=")[2]
+            init_from = None if given == "null" else given
         if seed is not None:  # the seed of the axis wins over a `seed` the stage or the command line sets
             addressed.pop("seed", None)
-            addressed["seed"] = seed
+            addressed["seed"] = f"seed={seed}"
             if init_from in earlier:
                 init_from = seeded_name(str(init_from), seed)
             earlier = [seeded_name(e, seed) for e in earlier]
@@ -261,7 +272,7 @@ class Planner:
         note = ""
         if init_from:
             init_from = str(init_from)
-            if init_from in self.runs and self.runs[init_from].kind == "stage":
+            if init_from in self.runs and self.runs[init_from].role == "stage":
                 source = self.runs[init_from]
                 needs.append(init_from)
                 upstream[str(source.out_dir)] = source.hash
@@ -277,10 +288,11 @@ class Planner:
                 note = f"initialised from {path}"
             init_ovs = [f"model.name_or_path={path}", "model.tiny=null", "model.num_layers=null",
                         "model.layers=null", "model.tokenizer=null"]
-        overrides = dedupe([f"experiment={spec['experiment']}", *self.global_ovs, *(spec.get("overrides") or []),
-                            *init_ovs, *(self.final_ovs + flatten(self.final_extra) if final else []),
-                            *flatten(addressed)])
-        self.add_run(name, "stage", spec["experiment"], overrides, needs, upstream, note)
+        base = run_source(spec.get("experiment"), spec.get("fragment"))
+        overrides = dedupe([*base, *self.global_ovs, *(spec.get("overrides") or []),
+                            *init_ovs, *(self.final_ovs + self.final_extra if final else []),
+                            *addressed.values()])
+        self.add_run(name, "stage", spec.get("experiment") or spec["fragment"], overrides, needs, upstream, note)
 
     def plan_teacher(self, spec: dict[str, Any]) -> Run:
         name = spec.get("name")
@@ -295,7 +307,7 @@ class Planner:
         declared_keys = {override_key(o) for o in declared}
         global_ovs = [o for o in self.global_ovs if override_key(o) not in declared_keys]
         overrides = dedupe([f"experiment={run['experiment']}", *global_ovs, *declared,
-                            *flatten(self._addressed(name, "teacher"))])
+                            *self._addressed(name, "teacher").values()])
         existing = self.runs.get(name)
         new = self.make_run(name, "teacher", run["experiment"], overrides, [], {}, "")
         if existing is not None:
@@ -305,24 +317,22 @@ class Planner:
         self.runs[name] = new
         return new
 
-    def add_run(self, name: str, kind: str, experiment: str, overrides: list[str], needs: list[str],
+    def add_run(self, name: str, role: str, experiment: str, overrides: list[str], needs: list[str],
                 upstream: dict[str, str], note: str) -> Run:
         if name in self.runs:
             raise PlanError(f"two runs of the plan are named {name!r} (stage and teacher names must differ)")
-        run = self.make_run(name, kind, experiment, overrides, needs, upstream, note)
+        run = self.make_run(name, role, experiment, overrides, needs, upstream, note)
         self.runs[name] = run
         return run
 
-    def make_run(self, name: str, kind: str, experiment: str, overrides: list[str], needs: list[str],
+    def make_run(self, name: str, role: str, experiment: str, overrides: list[str], needs: list[str],
                  upstream: dict[str, str], note: str) -> Run:
         try:
             config = compose_run(overrides)
         except Exception as err:  # Hydra's errors name the key; say which run it was
-            raise PlanError(f"{kind} {name!r} ({' '.join(overrides)}): {err}") from err
+            raise PlanError(f"{role} {name!r} ({' '.join(overrides)}): {err}") from err
         needs = list(needs)
-        method = config.get("method", "finetune")
-        adapter_only = method == "adapter" and not (config.get("adapter") or {}).get("distill")
-        distills = method != "finetune" and not adapter_only
+        distills = uses_teachers(config)
         teachers = ((config.get("distill") or {}).get("teachers") or []) if distills else []
         selected = _select(teachers, (config.get("distill") or {}).get("use_teachers"), name)
         resolved_teachers = []
@@ -330,13 +340,13 @@ class Planner:
             spec = dict(spec)
             if spec.get("run"):
                 teacher = self.plan_teacher(spec)
-                check_teacher_labels(f"{kind} {name!r}", config, teacher.name, teacher_config=teacher.config)
+                check_teacher_labels(f"{role} {name!r}", config, teacher.name, teacher_config=teacher.config)
                 needs.append(teacher.name)
                 spec.pop("run")
                 spec["name_or_path"] = str(teacher.out_dir)
                 upstream[str(teacher.out_dir)] = teacher.hash
             elif spec.get("name_or_path"):
-                check_teacher_labels(f"{kind} {name!r}", config, str(spec.get("name")), folder=spec["name_or_path"])
+                check_teacher_labels(f"{role} {name!r}", config, str(spec.get("name")), folder=spec["name_or_path"])
             resolved_teachers.append(spec)
         if teachers:
             config["distill"]["teachers"] = resolved_teachers
@@ -344,7 +354,7 @@ class Planner:
         try:
             ident = run_identity(config, upstream, distills)
         except IdentityError as err:
-            raise PlanError(f"{kind} {name!r}: {err}") from err
+            raise PlanError(f"{role} {name!r}: {err}") from err
         digest = manifest.config_hash(ident)
         runs_root = self.checkpoints / "runs"
         twin = next((r for r in self.runs.values() if r.hash == digest), None)
@@ -352,14 +362,14 @@ class Planner:
         # experiment calls differently): one folder, so it trains once.
         out_dir = twin.out_dir if twin is not None else (done_twin(runs_root, experiment, digest)
                                                          or runs_root / experiment / f"{name}-{digest[:8]}")
-        check_inside(out_dir, self.checkpoints, f"the folder of {kind} {name!r}")
+        check_inside(out_dir, self.checkpoints, f"the folder of {role} {name!r}")
         config["paths"]["output_dir"] = str(out_dir)
         config["run_name"] = name
         config["experiment_name"] = experiment
         if isinstance(config.get("logger"), dict) and "group" in config["logger"]:
             config["logger"]["group"] = self.experiment
-            config["logger"]["job_type"] = f"{kind}:{name}"
-        run = Run(name, kind, experiment, overrides, config, digest, out_dir, needs, init_note=note, identity=ident)
+            config["logger"]["job_type"] = f"{role}:{name}"
+        run = Run(name, role, experiment, overrides, config, digest, out_dir, needs, init_note=note, identity=ident)
         run.status, run.resume_from = status_of(run)
         return run
 

@@ -53,7 +53,7 @@ def collect_rows(plan: Plan, results: dict[str, dict[str, Any]]) -> list[dict[st
         key, value = main_metric(metrics)
         export = run.out_dir / HF_EXPORT
         rows.append({
-            "name": run.name, "kind": run.kind, "experiment": run.experiment, "task": metrics.get("task"),
+            "name": run.name, "role": run.role, "experiment": run.experiment, "task": metrics.get("task"),
             "method": metrics.get("method"), "metric": key, "value": value, "best": metrics.get("best", {}),
             "params": metrics.get("params"), "size_mb": round(folder_bytes(export) / 2**20, 2) if export.is_dir()
             else None, "folder": str(run.out_dir), "final": run.name == plan.final, "data": metrics.get("data"),
@@ -77,7 +77,7 @@ def measure_latencies(rows: list[dict[str, Any]], plan: Plan, options: dict[str,
     task = get_task(task_cfg["name"], **{k: v for k, v in task_cfg.items() if k != "name"})
     max_length = int(final.config["data"].get("max_length") or task.max_length)
     measured = {}
-    targets = [r for r in rows if r["final"] or (r["kind"] == "teacher" and r["task"] == rows_task(rows))]
+    targets = [r for r in rows if r["final"] or (r["role"] == "teacher" and r["task"] == rows_task(rows))]
     for row in targets:
         export = Path(row["folder"]) / HF_EXPORT
         if (export / "config.json").is_file():  # a transformers model (an adapter's export is a tmkd predictor)
@@ -119,13 +119,13 @@ def plot(rows: list[dict[str, Any]], latency: dict[str, Any], batch: int, path: 
 def markdown(plan: Plan, rows: list[dict[str, Any]], latency: dict[str, Any], png: Path | None,
              batch_sizes: list[int]) -> str:
     final = next(r for r in rows if r["final"])
-    head = ["run", "kind", "task", "method", "dev metric", "params (M)", "size (MB)"]
+    head = ["run", "role", "task", "method", "dev metric", "params (M)", "size (MB)"]
     head += [f"ms/batch @{b}" for b in batch_sizes] + [f"speed-up @{b}" for b in batch_sizes]
     lines = [f"# Report: {plan.experiment}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     student_ms = {b: _ms(latency, final["name"], b) for b in batch_sizes}
     for r in rows:
         ms = {b: _ms(latency, r["name"], b) for b in batch_sizes}
-        cells = [r["name"] + (" (student)" if r["final"] else ""), r["kind"], str(r["task"]), str(r["method"]),
+        cells = [r["name"] + (" (student)" if r["final"] else ""), r["role"], str(r["task"]), str(r["method"]),
                  f"{r['metric']} = {r['value']:.4f}" if r["value"] is not None else "-",
                  f"{r['params'] / 1e6:.2f}" if r["params"] else "-", str(r["size_mb"] or "-")]
         cells += [f"{ms[b]:.1f}" if ms[b] else "-" for b in batch_sizes]
@@ -191,8 +191,8 @@ def model_card(plan: Plan, rows: list[dict[str, Any]], latency: dict[str, Any]) 
     final_run = plan.runs[plan.final]
     final = next(r for r in rows if r["final"])
     base = base_model(plan, final_run)
-    teachers = [r for r in rows if r["kind"] == "teacher"]
-    stages = [r for r in rows if r["kind"] == "stage"]
+    teachers = [r for r in rows if r["role"] == "teacher"]
+    stages = [r for r in rows if r["role"] == "stage"]
     task_cfg = final_run.config["task"]
     spans = _is_qa(task_cfg)
     front = ["---", "library_name: transformers",
@@ -246,7 +246,7 @@ def export_student(plan: Plan, rows: list[dict[str, Any]], latency: dict[str, An
 
 
 def log_wandb(plan: Plan, rows: list[dict[str, Any]], png: Path | None, logger_cfg: dict[str, Any]) -> None:
-    if (logger_cfg or {}).get("kind") != "wandb":  # only a run configured for W&B opens a W&B run
+    if (logger_cfg or {}).get("backend") != "wandb":  # only a run configured for W&B opens a W&B run
         return
     import wandb
 
@@ -256,8 +256,8 @@ def log_wandb(plan: Plan, rows: list[dict[str, Any]], png: Path | None, logger_c
                      group=plan.experiment, job_type="report", name=f"{plan.experiment}-report",
                      dir=str(plan.experiment_dir), mode="offline" if wandb_offline(logger_cfg.get("offline")) else
                      "online", reinit="finish_previous")
-    columns = ["run", "kind", "task", "method", "metric", "value", "params", "size_mb"]
-    table = wandb.Table(columns=columns, data=[[r["name"], r["kind"], r["task"], r["method"], r["metric"], r["value"],
+    columns = ["run", "role", "task", "method", "metric", "value", "params", "size_mb"]
+    table = wandb.Table(columns=columns, data=[[r["name"], r["role"], r["task"], r["method"], r["metric"], r["value"],
                                                 r["params"], r["size_mb"]] for r in rows])
     payload: dict[str, Any] = {"report/runs": table}
     if png is not None:

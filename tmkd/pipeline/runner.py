@@ -131,12 +131,12 @@ def execute(run: Run) -> dict[str, Any]:
                                                            and previous["environment"] != env else [])]
     owner = locks.Owner()  # the caller holds the run's lock; the manifest names this process until it is done
     locks.claim_manifest(run.out_dir, owner, {
-        "name": run.name, "kind": run.kind, "experiment": run.experiment, "hash": run.hash, "status": "running",
+        "name": run.name, "role": run.role, "experiment": run.experiment, "hash": run.hash, "status": "running",
         "started_at": manifest.now(), "resumed_from": str(run.resume_from) if run.resume_from else None,
         "needs": run.needs, "overrides": run.overrides, "identity": run.identity or manifest.identity(run.config),
         "environment": env, **({"earlier_environments": earlier} if earlier else {}),
     })
-    log.info("run %s (%s) -> %s%s", run.name, run.kind, run.out_dir,
+    log.info("run %s (%s) -> %s%s", run.name, run.role, run.out_dir,
              f", resuming from {run.resume_from}" if run.resume_from else "")
     try:
         if multi_process(run.config):
@@ -188,7 +188,7 @@ def run_plan(plan: Plan, report: bool = True, report_options: dict[str, Any] | N
         write_json(plan.experiment_dir / "metrics.json", outcome)
     write_json(plan.experiment_dir / "plan.json", {
         "experiment": plan.experiment, "final": plan.final,
-        "runs": [{"name": r.name, "kind": r.kind, "experiment": r.experiment, "hash": r.hash,
+        "runs": [{"name": r.name, "role": r.role, "experiment": r.experiment, "hash": r.hash,
                   "folder": str(r.out_dir), "needs": r.needs} for r in plan.selected()],
     })
     if report and plan.final in results:
@@ -275,8 +275,8 @@ def run_experiment(cfg: Any, overrides: list[str]) -> float | None:
     if os.environ.get("WANDB_SWEEP_ID"):
         # Under a W&B sweep agent the trial's W&B run is the final stage's; the runs it needs first log to CSV.
         for r in plan.runs.values():
-            if r.name not in plan.finals and (r.config.get("logger") or {}).get("kind") == "wandb":
-                r.config["logger"] = {"kind": "csv"}
+            if r.name not in plan.finals and (r.config.get("logger") or {}).get("backend") == "wandb":
+                r.config["logger"] = {"backend": "csv"}
     print(plan.describe(), flush=True)
     if top.get("plan"):
         return None

@@ -20,7 +20,7 @@ def summarise(plan: Plan, results: dict[str, dict[str, Any]]) -> dict[str, dict[
         return {}
     out: dict[str, dict[str, Any]] = {}
     for run in plan.selected():
-        if run.kind != "stage" or run.name not in results:
+        if run.role != "stage" or run.name not in results:
             continue
         seed = int(run.config["seed"])
         entry = out.setdefault(base_name(run.name), {"seeds": [], "runs": [], "values": {}})

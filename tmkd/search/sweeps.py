@@ -313,10 +313,11 @@ def _semantic_problems(cfg: Any) -> list[str]:
     from tmkd.modules.base import OptimConfig
     from tmkd.pipeline.distill_factory import distill_config
     from tmkd.pipeline.factory import plain
+    from tmkd.pipeline.methods import uses_teachers
 
     try:
         OptimConfig(**plain(cfg.optim))
-        if cfg.method != "finetune":
+        if uses_teachers(cfg):
             distill_config(plain(cfg.distill))
             if cfg.distill.aggregator.name not in AGGREGATORS:
                 raise ValueError(f"aggregator {cfg.distill.aggregator.name!r} is not in {AGGREGATORS.names()}")

@@ -24,6 +24,8 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+import tmkd.pipeline.compose  # noqa: F401  (registers the resolvers the saved trial configs use)
+
 log = logging.getLogger(__name__)
 
 DEFAULT_METRIC = "val/accuracy"
@@ -43,6 +45,15 @@ def trial_dirs(sweep_dir: Path) -> list[Path]:
 
 def _yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text()) if path.is_file() else None
+
+
+def trial_metric(config_file: Path) -> str | None:
+    """The trial's ``optimized_metric``, resolved (by default it interpolates the task's main metric through the
+    ``tmkd.main_metric`` resolver); the rest of the saved config is left unresolved (it holds ``${hydra:...}``)."""
+    if not config_file.is_file():
+        return None
+    value = OmegaConf.select(OmegaConf.load(config_file), "optimized_metric", default=None)
+    return None if value is None else str(value)
 
 
 def read_overrides(trial: Path) -> dict[str, str]:
@@ -118,8 +129,7 @@ def collect_trials(sweep_dir: Path, param_names: Sequence[str] | None = None
     metric = DEFAULT_METRIC
     rows = []
     for d in dirs:
-        config = _yaml(d / ".hydra" / "config.yaml") or {}
-        metric = str(config.get("optimized_metric") or metric)
+        metric = trial_metric(d / ".hydra" / "config.yaml") or metric
         facts = json.loads((d / "metrics.json").read_text()) if (d / "metrics.json").is_file() else None
         value = (facts or {}).get("best", {}).get(metric)
         cache = (facts or {}).get("soft_target_cache") or {}
