@@ -8,8 +8,9 @@ teachers trained first? the sweeps: which knobs apply?). Adding a stage type: a 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from omegaconf import DictConfig
 from transformers import PreTrainedTokenizerBase
@@ -35,6 +36,12 @@ class StageType:
     uses_labels: bool
     build: Callable[[DictConfig, TaskSpec, OptimConfig], Built]
     summary: str = ""
+    # when teachers are optional (an adapter distils only with adapter.distill): decides from the resolved config
+    teachers_if: Callable[[Mapping[str, Any]], bool] | None = None
+
+    def distils(self, config: Mapping[str, Any]) -> bool:
+        """Whether a run of this type with ``config`` distils from ``distill.teachers``."""
+        return self.teachers_if(config) if self.teachers_if is not None else self.uses_teachers
 
 
 def _student(cfg: DictConfig, task: TaskSpec) -> tuple:
@@ -67,6 +74,7 @@ STAGE_TYPES: dict[str, StageType] = {s.name: s for s in (
     StageType("many_to_many", uses_teachers=True, uses_labels=False, build=_distill(per_teacher_heads=True),
               summary="one student head per teacher, folded into one on export (TMKD)"),
     StageType("adapter", uses_teachers=False, uses_labels=True, build=build_adapter_module,
+              teachers_if=lambda config: bool((config.get("adapter") or {}).get("distill")),
               summary="a hidden-state adapter on a frozen encoder (adapter.distill: also from teachers)"),
 )}
 
@@ -79,6 +87,12 @@ def stage_type(method: str) -> StageType:
     if method not in STAGE_TYPES:
         raise ValueError(f"unknown method {method!r}; valid: {', '.join(STAGE_TYPES)}")
     return STAGE_TYPES[method]
+
+
+def uses_teachers(config: Mapping[str, Any]) -> bool:
+    """Whether a resolved run config distils from ``distill.teachers`` (so the planner trains, checks and hashes
+    them): the question the planner and the sweeps ask instead of testing the method string."""
+    return stage_type(config.get("method", "finetune")).distils(config)
 
 
 def build_stage(cfg: DictConfig, task: TaskSpec) -> Built:

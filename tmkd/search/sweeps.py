@@ -313,7 +313,7 @@ def _semantic_problems(cfg: Any) -> list[str]:
     from tmkd.modules.base import OptimConfig
     from tmkd.pipeline.distill_factory import distill_config
     from tmkd.pipeline.factory import plain
-    from tmkd.pipeline.methods import uses_teachers
+    from tmkd.pipeline.stages import uses_teachers
 
     try:
         OptimConfig(**plain(cfg.optim))
