@@ -33,8 +33,8 @@ from tmkd.environment import environment, version_changes
 from tmkd.pipeline import integrity, locks, manifest
 from tmkd.pipeline.compose import compose_run, dedupe, is_fragment, override_key, run_source, trainer_params
 from tmkd.pipeline.identity import IdentityError, run_identity
-from tmkd.pipeline.stages import uses_teachers
 from tmkd.pipeline.names import check_inside, check_name
+from tmkd.pipeline.stages import uses_teachers
 
 MAIN = "main"
 GLOBAL_ROOTS = ("seed", "data", "trainer", "logger", "paths", "checkpoint")
