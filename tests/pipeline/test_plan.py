@@ -210,3 +210,19 @@ def test_addressed_overrides_reach_their_run_as_written():
     assert [t["name"] for t in stage2.config["distill"]["teachers"]] == ["tiny_s1"]
     assert "++trainer.accumulate_grad_batches=2" in stage1.overrides
     assert stage1.config["trainer"]["accumulate_grad_batches"] == 2
+
+
+def test_a_teacher_named_by_folder_replaces_its_run(tmp_path):
+    # a finished teacher (e.g. trained by an earlier tmkd whose run hashes differ) is used as it is, not retrained
+    folder = tmp_path / "finished" / "hf"
+    folder.mkdir(parents=True)
+    plan = plan_for("experiment=m_o_1_quick", f"teachers.tiny_s1.name_or_path={folder}")
+    assert "tiny_s1" not in plan.runs and "tiny_s1" not in plan.runs["main"].needs
+    teachers = {t["name"]: t for t in plan.runs["main"].config["distill"]["teachers"]}
+    assert teachers["tiny_s1"]["name_or_path"] == str(folder) and "run" not in teachers["tiny_s1"]
+    assert teachers["tiny_s2"]["name_or_path"] == str(plan.runs["tiny_s2"].out_dir)
+    (folder / "model.safetensors").write_bytes(b"other weights")
+    other = plan_for("experiment=m_o_1_quick", f"teachers.tiny_s1.name_or_path={folder}")
+    assert other.runs["main"].hash != plan.runs["main"].hash  # the teacher's files count in the student's identity
+    with pytest.raises(PlanError, match=r"name_or_path names a finished model, so \['optim.lr'\]"):
+        plan_for("experiment=m_o_1_quick", f"teachers.tiny_s1.name_or_path={folder}", "teachers.tiny_s1.optim.lr=1e-3")

@@ -252,6 +252,21 @@ class Planner:
         self.used_addresses.add((f"{role}s", name))
         return copy.deepcopy(self.addressed[f"{role}s"].get(name) or {})
 
+    def _finished_teacher(self, name: str | None) -> str | None:
+        """``teachers.<name>.name_or_path=FOLDER`` on the command line: distil from that finished model (an ``hf/``
+        export, a run folder, a hub id) instead of planning the teacher's run, e.g. a teacher trained by an
+        earlier version of tmkd whose run no longer matches by hash. Its other addressed keys would configure the
+        run that is not made: refused."""
+        given = self.addressed["teachers"].get(name or "") or {}
+        if "name_or_path" not in given:
+            return None
+        self.used_addresses.add(("teachers", str(name)))
+        others = sorted(k for k in given if k != "name_or_path")
+        if others:
+            raise PlanError(f"teacher {name!r}: name_or_path names a finished model, so {others} (settings of its "
+                            "run) cannot apply; drop them or drop teachers.<name>.name_or_path")
+        return given["name_or_path"].partition("=")[2]
+
     def plan_stage(self, name: str, spec: dict[str, Any], final: bool, earlier: list[str],
                    seed: int | None = None) -> None:
         addressed = self._addressed(name, "stage")
@@ -338,6 +353,9 @@ class Planner:
         resolved_teachers = []
         for spec in selected:
             spec = dict(spec)
+            if spec.get("run") and (folder := self._finished_teacher(spec.get("name"))) is not None:
+                spec.pop("run")  # `teachers.<name>.name_or_path=FOLDER`: a finished model instead of the run
+                spec["name_or_path"] = folder
             if spec.get("run"):
                 teacher = self.plan_teacher(spec)
                 check_teacher_labels(f"{role} {name!r}", config, teacher.name, teacher_config=teacher.config)
