@@ -39,14 +39,14 @@ def encoder_dir(tmp_path_factory) -> Path:
     return out
 
 
-def export_adapter(encoder_dir: Path, out: Path, task, seed: int = 2, kind: str = "classification",
+def export_adapter(encoder_dir: Path, out: Path, task, seed: int = 2, output: str = "classification",
                    id2label: dict[int, str] | None = None, record_encoder: bool = True) -> Path:
     """An adapter (non-uniform layer mix) on the saved tiny encoder, exported as a run's ``hf/`` folder would be."""
     from transformers import AutoModel
 
     encoder = FrozenEncoder(AutoModel.from_pretrained(encoder_dir))
     torch.manual_seed(seed)
-    adapter = HiddenStateAdapter(AdapterConfig.for_encoder(encoder, kind=kind, pooling="mean"))
+    adapter = HiddenStateAdapter(AdapterConfig.for_encoder(encoder, output=output, pooling="mean"))
     with torch.no_grad():
         adapter.layer_logits.copy_(torch.tensor([0.5, -1.0, 2.0]))
     return save_adapter(adapter, str(encoder_dir), out, id2label=task.id2label if id2label is None else id2label,
@@ -170,7 +170,7 @@ def test_bad_folders_and_misfits_fail_clearly(task, encoder_dir, adapter_run, tm
 
 def test_span_adapter_is_a_qa_teacher(encoder_dir, tmp_path):
     qa_task = get_task("synth_qa")
-    export = export_adapter(encoder_dir, tmp_path / "spans", qa_task, kind="spans", id2label={})
+    export = export_adapter(encoder_dir, tmp_path / "spans", qa_task, output="spans", id2label={})
     ens = build_teachers([{"name": "spans", "name_or_path": str(export)}], qa_task)
     teacher = ens.teachers[0]
     assert type(teacher.model).__name__ == "AdapterForQuestionAnswering"
@@ -192,7 +192,7 @@ def test_rte_with_adapter_plans_the_adapter_run_as_a_teacher():
     overrides = prepare_argv(["experiment=m_o_1_rte", "teachers=rte_with_adapter"])
     plan = build_plan(compose_run(overrides), overrides)
     cheap = plan.runs["adapter_minilm"]
-    assert cheap.kind == "teacher" and cheap.experiment == "adapter_head_rte"
+    assert cheap.role == "teacher" and cheap.experiment == "adapter_head_rte"
     assert cheap.config["method"] == "adapter"
     main = plan.runs[plan.final]
     assert main.needs == ["minilm_s42", "minilm_s7", "adapter_minilm"]

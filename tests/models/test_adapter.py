@@ -70,7 +70,7 @@ def test_classification_and_span_output_shapes(combination, skip):
     cfg = {"hidden_size": 16, "layers": (0, 2, 3), "projection_size": 8, "combination": combination, "skip": skip}
     clf = HiddenStateAdapter(AdapterConfig(num_labels=3, **cfg))
     assert clf(torch.randn(5, 3, 16)).shape == (5, 3)
-    spans = HiddenStateAdapter(AdapterConfig(kind="spans", **cfg))
+    spans = HiddenStateAdapter(AdapterConfig(output="spans", **cfg))
     mask = torch.ones(4, 7, dtype=torch.long)
     mask[1, 5:] = 0
     out = spans(torch.randn(4, 3, 7, 16), mask=mask)
@@ -85,14 +85,14 @@ def test_classification_and_span_output_shapes(combination, skip):
 
 def test_config_rejects_bad_values():
     for bad in ({"layers": (2, 1)}, {"layers": ()}, {"layers": (1,), "combination": "max"},
-                {"layers": (1,), "kind": "qa"}, {"layers": (1,), "pooling": "max"}, {"layers": (1,), "dropout": 1.0}):
+                {"layers": (1,), "output": "qa"}, {"layers": (1,), "pooling": "max"}, {"layers": (1,), "dropout": 1.0}):
         with pytest.raises(ValueError):
             AdapterConfig(hidden_size=8, **bad)
 
 
 def test_span_adapter_trains_on_streamed_states_with_the_encoder_frozen(tok):
     encoder = FrozenEncoder(tiny_encoder(tok), layers=(1, 2))
-    adapter = HiddenStateAdapter(AdapterConfig.for_encoder(encoder, kind="spans", projection_size=8))
+    adapter = HiddenStateAdapter(AdapterConfig.for_encoder(encoder, output="spans", projection_size=8))
     model = AdapterWithEncoder(encoder, adapter).train()
     assert not encoder.model.training, "the frozen encoder must stay in eval mode (no dropout)"
     enc = tok(["bakan dolis", "bakan"], ["kimer", "dolis kimer sutar"], padding=True, return_tensors="pt")

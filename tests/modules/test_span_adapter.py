@@ -44,7 +44,7 @@ def test_quick_span_adapter_trains_only_the_adapter_and_exports_a_qa_teacher(tmp
     assert got["method"] == "adapter" and got["task"] == "synth_qa" and got["epochs"] == 2
     assert "val/f1" in got["best"] and (run.out_dir / "predictions.json").is_file()  # the QA path's outputs
     assert got["params"] == got["adapter"]["trainable_params"] < 20_000  # the adapter alone
-    assert got["adapter"]["kind"] == "spans" and got["encoder_forward_batches"] > 0  # states were streamed
+    assert got["adapter"]["output"] == "spans" and got["encoder_forward_batches"] > 0  # states were streamed
 
     # the frozen encoder's weights are what they were (in the trained checkpoint), and only the adapter was optimised
     ckpt = torch.load(got["best_checkpoint"], map_location="cpu", weights_only=True)

@@ -34,7 +34,7 @@ WEIGHTS_NAME = "adapter.safetensors"
 CONFIG_NAME = "adapter_config.json"
 TOKENIZER_DIR = "tokenizer"
 COMBINATIONS = ("softmax", "concat")
-KINDS = ("classification", "spans")
+OUTPUTS = ("classification", "spans")  # one prediction per text | start / end logits per token
 
 
 @dataclass
@@ -53,7 +53,7 @@ class AdapterConfig:
     combination: str = "softmax"
     skip: bool = True
     dropout: float = 0.1
-    kind: str = "classification"
+    output: str = "classification"
     pooling: str = "cls"
 
     def __post_init__(self) -> None:
@@ -62,8 +62,8 @@ class AdapterConfig:
             raise ValueError(f"layers must be distinct, ascending, non-negative indices, got {list(self.layers)}")
         if self.combination not in COMBINATIONS:
             raise ValueError(f"combination must be one of {COMBINATIONS}, got {self.combination!r}")
-        if self.kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if self.output not in OUTPUTS:
+            raise ValueError(f"output must be one of {OUTPUTS}, got {self.output!r}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
         if self.hidden_size <= 0 or self.projection_size <= 0 or self.num_labels <= 0:
@@ -83,7 +83,7 @@ class AdapterConfig:
     @property
     def num_outputs(self) -> int:
         """Classes for classification; 2 (start, end) per token for spans."""
-        return self.num_labels if self.kind == "classification" else 2
+        return self.num_labels if self.output == "classification" else 2
 
 
 class HiddenStateAdapter(nn.Module):
@@ -112,10 +112,10 @@ class HiddenStateAdapter(nn.Module):
 
     def forward(self, states: Tensor, mask: Tensor | None = None) -> Tensor:
         """``mask`` ([batch, seq], spans only) sets padding logits to the dtype's minimum."""
-        expected = 3 if self.config.kind == "classification" else 4
+        expected = 3 if self.config.output == "classification" else 4
         if states.ndim != expected or states.shape[1] != self.config.num_states:
             kind = "[batch, layers, hidden]" if expected == 3 else "[batch, layers, seq, hidden]"
-            raise ValueError(f"{self.config.kind} adapter expects {kind} with {self.config.num_states} layers, "
+            raise ValueError(f"{self.config.output} adapter expects {kind} with {self.config.num_states} layers, "
                              f"got {tuple(states.shape)}")
         states = states.to(self.output.weight.dtype)  # cached features are fp16
         per_layer = [down(x) for down, x in zip(self.down, states.unbind(1), strict=True)]
@@ -127,7 +127,7 @@ class HiddenStateAdapter(nn.Module):
         if self.skip is not None:
             mixed = mixed + self.skip(states[:, -1])
         logits = self.output(self.dropout(mixed))
-        if mask is not None and self.config.kind == "spans":
+        if mask is not None and self.config.output == "spans":
             logits = logits.masked_fill(~mask.bool()[..., None], torch.finfo(logits.dtype).min)
         return logits
 
@@ -160,7 +160,7 @@ class AdapterWithEncoder(nn.Module):
                 ) -> SequenceClassifierOutput | QuestionAnsweringModelOutput:
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask, **inputs}
         config = self.adapter.config
-        if config.kind == "classification":
+        if config.output == "classification":
             return SequenceClassifierOutput(logits=self.adapter(self.encoder.pooled(inputs, config.pooling)))
         logits = self.adapter(self.encoder.hidden_states(inputs), mask=attention_mask)
         start, end = logits.unbind(-1)
@@ -215,7 +215,10 @@ def load_adapter(out_dir: str | Path) -> SavedAdapter:
     payload = json.loads(config_path.read_text())
     if payload.get("format") != ADAPTER_FORMAT:
         raise ValueError(f"{config_path} has format {payload.get('format')!r}, expected {ADAPTER_FORMAT!r}")
-    adapter = HiddenStateAdapter(AdapterConfig(**payload["config"]))
+    config = dict(payload["config"])
+    if "kind" in config:  # the file format before issue 18 named the adapter's output `kind`
+        config["output"] = config.pop("kind")
+    adapter = HiddenStateAdapter(AdapterConfig(**config))
     adapter.load_state_dict(load_file(str(folder / WEIGHTS_NAME)))
     tokenizer_dir = folder / TOKENIZER_DIR
     return SavedAdapter(
@@ -271,7 +274,7 @@ class AdapterClassifier:
 
     def __init__(self, model: AdapterWithEncoder, tokenizer: PreTrainedTokenizerBase,
                  id2label: Mapping[int, str] | None = None, max_length: int = 512) -> None:
-        if model.adapter.config.kind != "classification":
+        if model.adapter.config.output != "classification":
             raise ValueError("AdapterClassifier needs a classification adapter")
         self.model = model.eval()
         self.tokenizer = tokenizer

@@ -28,7 +28,7 @@ from tmkd.data.tasks import TaskSpec
 from tmkd.models.adapter import ADAPTER_FORMAT, CONFIG_NAME, AdapterWithEncoder, load_adapter_with_encoder
 from tmkd.models.build import HF_EXPORT, usable_positions
 
-KIND_OF_TASK = {"classification": "classification", "qa": "spans"}  # task kind -> adapter kind it needs
+OUTPUT_OF_TASK = {"classification": "classification", "qa": "spans"}  # task kind -> adapter kind it needs
 
 
 def _is_adapter_export(folder: Path) -> bool:
@@ -69,7 +69,7 @@ class AdapterTeacher(nn.Module):
         adapter = model.adapter.config
         # The encoder's config (model_type, positions, hidden size: what QA targets read), with the adapter's labels.
         config = copy.deepcopy(model.encoder.model.config)
-        if adapter.kind == "classification":
+        if adapter.output == "classification":
             names = {i: (id2label or {}).get(i, f"LABEL_{i}") for i in range(adapter.num_labels)}
             config.id2label = names
             config.label2id = {v: k for k, v in names.items()}
@@ -101,11 +101,11 @@ def load_adapter_teacher(export: str | Path, task: TaskSpec
     """
     model, tokenizer, saved = load_adapter_with_encoder(export, check_encoder=True)
     config = saved.adapter.config
-    needed = KIND_OF_TASK.get(task.kind)
-    if config.kind != needed:
-        raise ValueError(f"adapter {export} is a {config.kind} adapter; task {task.name!r} ({task.kind}) needs "
+    needed = OUTPUT_OF_TASK.get(task.kind)
+    if config.output != needed:
+        raise ValueError(f"adapter {export} is a {config.output} adapter; task {task.name!r} ({task.kind}) needs "
                          f"{'a ' + needed + ' adapter' if needed else 'a model of its kind, not an adapter'}")
-    if config.kind == "classification":
+    if config.output == "classification":
         names = [saved.id2label.get(i, f"LABEL_{i}") for i in range(config.num_labels)]
         generic = all(n == f"LABEL_{i}" for i, n in enumerate(names))
         if not generic and tuple(names) != tuple(task.label_names):

@@ -12,7 +12,7 @@ are always precomputed, as batches carry features rather than text). Validation 
 with the adapter's (:func:`tmkd.models.adapter.ensemble_logits`, ``adapter.ensemble_weight`` = the adapter's
 share); metrics.json reports the adapter alone, the model alone and the ensemble.
 
-Span (QA) tasks train a ``kind="spans"`` adapter through the fine-tuning path instead (:class:`SpanAdapterModule`):
+Span (QA) tasks train a ``output="spans"`` adapter through the fine-tuning path instead (:class:`SpanAdapterModule`):
 per-token states are not cached (see :mod:`tmkd.features.cache`) but streamed from the frozen encoder every step
 under ``no_grad`` (:meth:`tmkd.features.FrozenEncoder.hidden_states`), and the model the module trains is the QA
 teacher wrapper (:class:`tmkd.models.adapter_teacher.AdapterForQuestionAnswering`), so batches, windows, loss,
@@ -265,7 +265,7 @@ class SpanAdapterModule(FineTuneModule):
                  tokenizer: PreTrainedTokenizerBase, max_length: int) -> None:
         if task.kind != "qa":
             raise ValueError(f"SpanAdapterModule trains span (qa) tasks; {task.name!r} is {task.kind!r}")
-        if model.model.adapter.config.kind != "spans":
+        if model.model.adapter.config.output != "spans":
             raise ValueError("SpanAdapterModule needs a spans adapter")
         super().__init__(model, task, optim, view=STUDENT)  # type: ignore[arg-type]  # an nn.Module, not HF
         self.encoder_name = encoder_name
@@ -283,7 +283,7 @@ class SpanAdapterModule(FineTuneModule):
 
     def extra_metrics(self) -> dict[str, Any]:
         return {
-            "adapter": adapter_facts(self.adapter, self.encoder_name, kind="spans"),
+            "adapter": adapter_facts(self.adapter, self.encoder_name, output="spans"),
             "encoder_forward_batches": self.encoder.forward_batches,
         }
 

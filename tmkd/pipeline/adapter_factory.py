@@ -78,7 +78,7 @@ def build_span_adapter_module(cfg: DictConfig, task: TaskSpec, optim: OptimConfi
     # QA windows are cut at model_max_length: keep it within what the encoder embeds (as build_model does)
     tokenizer.model_max_length = min(int(tokenizer.model_max_length), usable_positions(encoder.model.config))
     adapter = HiddenStateAdapter(AdapterConfig.for_encoder(
-        encoder, kind="spans", projection_size=settings.projection_size, combination=settings.combination,
+        encoder, output="spans", projection_size=settings.projection_size, combination=settings.combination,
         skip=settings.skip, dropout=settings.dropout))
     max_length = int(cfg.data.max_length or task.max_length)
     check_max_length(encoder.model.config, max_length, f"encoder {name}")
