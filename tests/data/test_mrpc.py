@@ -7,10 +7,12 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from tmkd.analysis.bootstrap import MethodRuns, compare, from_confusion
 from tmkd.cli import prepare_argv
 from tmkd.data import get_task, load_splits
 from tmkd.data.kinds import get_kind
@@ -106,3 +108,16 @@ def test_teachers_are_scored_by_the_tasks_metrics_too():
     logits = torch.nn.functional.one_hot(torch.tensor([1, 0, 1, 1, 0, 1, 0, 0]), 2).float()
     scores = get_kind("classification").score(MRPC, datamodule, "validation", logits)
     assert scores == {"binary_f1": pytest.approx(6 / 9), "accuracy": pytest.approx(5 / 8)}
+
+
+def test_runs_on_mrpc_can_be_compared_by_f1():
+    """``python -m tmkd.compare ... --metric binary_f1``: the bootstrap's confusion-matrix F1 is the same F1."""
+    conf = np.array([[2, 1], [2, 3]])  # rows gold, columns predicted: the crafted predictions above
+    assert from_confusion(conf, "binary_f1") == pytest.approx(6 / 9)
+    labels = np.array([1, 1, 1, 0, 0, 1, 0, 1])
+    runs = {"base": MethodRuns([1], [[1, 0, 1, 1, 0, 1, 0, 0]], labels), "exact": MethodRuns([1], [labels], labels)}
+    result = compare(runs, "base", "binary_f1", replicates=50)
+    assert result.scores["base"].tolist() == pytest.approx([6 / 9]) and result.scores["exact"].tolist() == [1.0]
+    assert result.diff["exact"] == pytest.approx(1 - 6 / 9)
+    with pytest.raises(ValueError, match="'binary_f1' needs two classes, got 3"):
+        from_confusion(np.eye(3), "binary_f1")
