@@ -12,17 +12,18 @@ ALL_CONFIGS = [
     ("confidence", {"measure": "gold"}),
     ("confidence", {"measure": "entropy"}),
     ("best", {}),
+    ("agreement", {"sharpness": 5.0}),
 ]
 
 
 def test_registry_lists_all_aggregators_and_names_valid_ones_on_typo():
-    assert AGGREGATORS.names() == ["best", "confidence", "mean", "weighted"]
+    assert AGGREGATORS.names() == ["agreement", "best", "confidence", "mean", "weighted"]
     assert "mean" in AGGREGATORS and "median" not in AGGREGATORS
     with pytest.raises(KeyError) as info:
         build_aggregator("median")
     message = str(info.value)
     assert "'median'" in message
-    assert "best, confidence, mean, weighted" in message
+    assert "agreement, best, confidence, mean, weighted" in message
 
 
 def test_registry_rejects_duplicate_names_and_builds_with_kwargs():

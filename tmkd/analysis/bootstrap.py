@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-METRICS = ("accuracy", "f1", "mcc")
+METRICS = ("accuracy", "f1", "binary_f1", "mcc")
 # example-resample counts held at once: replicates per chunk x examples (float64, 8 bytes each)
 CHUNK_CELLS = 4_000_000
 
@@ -63,7 +63,8 @@ class Comparison:
 
 def from_confusion(conf: np.ndarray, metric: str) -> np.ndarray:
     """``metric`` of confusion matrices ``[..., K, K]`` (rows: gold, columns: predicted); 0 where undefined,
-    as torchmetrics reports it. Macro F1 averages over classes, MCC is the multiclass (Gorodkin) form."""
+    as torchmetrics reports it. Macro F1 averages over classes, binary F1 is label 1's (GLUE's MRPC F1; two
+    classes only), MCC is the multiclass (Gorodkin) form."""
     conf = np.asarray(conf, dtype=np.float64)
     total = conf.sum((-2, -1))
     correct = np.trace(conf, axis1=-2, axis2=-1)
@@ -74,6 +75,11 @@ def from_confusion(conf: np.ndarray, metric: str) -> np.ndarray:
         tp = np.diagonal(conf, axis1=-2, axis2=-1)
         denom = gold + pred
         return np.divide(2 * tp, denom, out=np.zeros_like(denom), where=denom > 0).mean(-1)
+    if metric == "binary_f1":
+        if conf.shape[-1] != 2:
+            raise ValueError(f"metric 'binary_f1' needs two classes, got {conf.shape[-1]}: use 'f1' (macro F1)")
+        denom = gold[..., 1] + pred[..., 1]
+        return np.divide(2 * conf[..., 1, 1], denom, out=np.zeros_like(denom), where=denom > 0)
     if metric == "mcc":
         cov = correct * total - (gold * pred).sum(-1)
         denom = np.sqrt((total**2 - (pred**2).sum(-1)) * (total**2 - (gold**2).sum(-1)))

@@ -257,7 +257,8 @@ class ClassificationKind(TaskKind):
 
     def score(self, task: TaskSpec, datamodule: Any, split: str, logits: Tensor) -> dict[str, float]:
         labels = torch.tensor(datamodule.raw[split][task.label_column])
-        return {"accuracy": (logits.float().argmax(-1) == labels).float().mean().item()}
+        scores = build_metrics(task.metrics, task.num_labels)(logits.float().argmax(-1).cpu(), labels)
+        return {name: float(value) for name, value in scores.items()}  # the task's metrics, as the student's
 
 
 # ============================================================================================================ QA

@@ -114,6 +114,9 @@ register_task(TaskSpec(
 register_task(TaskSpec(
     "snli", ("premise", "hypothesis"), _NLI3, "stanfordnlp/snli", None, "snli", drop_labels=(-1,),
 ))
+# MRPC: GLUE reports F1 of the "equivalent" class first (then accuracy); the classes are unbalanced (68% positive).
+register_task(TaskSpec("mrpc", ("sentence1", "sentence2"), ("not_equivalent", "equivalent"), "nyu-mll/glue", "mrpc",
+                       "glue/mrpc", metrics=("binary_f1", "accuracy"), main_metric="binary_f1"))
 register_task(TaskSpec("sst2", ("sentence",), ("negative", "positive"), "nyu-mll/glue", "sst2", "glue/sst2",
                        max_length=66))
 # Synthetic tasks (tmkd/data/synthetic.py): generated from a seed, no download; they drive tests and the quickstart.

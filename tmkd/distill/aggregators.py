@@ -12,6 +12,7 @@ over the middle dims (QA: p(gold) averaged over start and end).
 
 from __future__ import annotations
 
+import math
 from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Any
@@ -186,6 +187,33 @@ class BestTeacherAggregator(Aggregator):
         score = _gold_probs(probs, labels) if labels is not None else _per_example(probs.amax(dim=-1))
         winner = score.argmax(dim=0)
         return nn.functional.one_hot(winner, logits.shape[0]).T.to(logits.dtype).contiguous()
+
+
+@AGGREGATORS.register("agreement")
+class AgreementAggregator(Aggregator):
+    """Per example, trust the teachers that agree with the ensemble: ``w[:, b] = softmax_t(-sharpness * d_t[b])``,
+    ``d_t[b] = KL(p_t[b] || pbar[b])`` with ``pbar`` the teachers' mean softened distribution.
+
+    Why: with three or more teachers, one that is wrong where the others agree (an outlier on this example) pulls
+    a mean target towards its mistake; weighting by agreement shrinks it, label-free (so it also suits unlabelled
+    text, unlike ``confidence``/``best`` on the gold label). ``sharpness=0`` is the mean; large values approach
+    the teacher nearest the consensus (a soft medoid, a robust "median" that stays a mixture of whole
+    distributions, as every aggregator's target is). KL from ``p_t`` to ``pbar`` is always finite, as
+    ``pbar >= p_t / T``. "Agreement" means a majority only with three or more teachers; with two it merely leans
+    towards the one KL puts nearer their mean.
+    """
+
+    def __init__(self, sharpness: float = 5.0) -> None:
+        super().__init__()
+        if not sharpness >= 0:
+            raise ValueError(f"agreement aggregator: sharpness must be >= 0, got {sharpness}")
+        self.sharpness = float(sharpness)
+
+    def weights(self, logits: Tensor, labels: Tensor | None, temperature: float) -> Tensor:
+        log_probs = torch.log_softmax(logits / temperature, dim=-1)
+        log_mean = torch.logsumexp(log_probs, dim=0, keepdim=True) - math.log(logits.shape[0])
+        divergence = _per_example((log_probs.exp() * (log_probs - log_mean)).sum(-1))  # [T, B]
+        return torch.softmax(-self.sharpness * divergence, dim=0)
 
 
 def build_aggregator(name: str, **kwargs: Any) -> Aggregator:

@@ -7,7 +7,8 @@ its terms in order, so the training step never changes when a term is added. The
 - ``kd``: a KD loss (:data:`tmkd.distill.losses.KD_LOSSES`) between the student and the teachers' soft target
   (an aggregator mixes the teachers; with per-teacher heads, head ``i`` follows teacher ``i`` alone);
 - ``ce``: the gold-label loss of the task kind, on the student's prediction (the mean of its heads);
-- ``hidden``: hidden-state matching against one teacher (:class:`tmkd.distill.losses.HiddenStateLoss`).
+- ``hidden``: hidden-state matching against one teacher (:class:`tmkd.distill.losses.HiddenStateLoss`);
+- ``dist``: DIST's inter- and intra-class relation loss (Pearson correlations; ``+objective=dist``).
 
 Adding a term: subclass :class:`Term`, register it with ``@TERMS.register("name")`` and give its constructor keyword
 arguments (``weight`` first); a config file under ``configs/objective/`` then adds it to any stage (README,
@@ -142,14 +143,7 @@ class KDLoss(Term):
             self.aggregator = aggregator_for(self._aggregator_spec, teachers.weights)
 
     def label_free_problem(self) -> str | None:
-        agg = self.aggregator
-        if isinstance(agg, ConfidenceAggregator) and agg.measure == "gold":
-            return ("aggregator=confidence with measure=gold weighs teachers by the gold label: use "
-                    "aggregator.measure=entropy (label-free), or aggregator=mean / weighted")
-        if isinstance(agg, BestTeacherAggregator):
-            return ("aggregator=best picks the teacher most confident on the gold label: use aggregator=mean, "
-                    "weighted, or confidence with measure=entropy")
-        return None
+        return aggregator_label_problem(self.aggregator)
 
     def forward(self, step: Step) -> Tensor:
         if step.teacher_logits is None:
@@ -163,6 +157,17 @@ class KDLoss(Term):
         assert self.aggregator is not None, "bind() was not called"
         target = self.aggregator(step.teacher_logits, step.labels, t)
         return self.loss(step.logits.float(), target, t)
+
+
+def aggregator_label_problem(agg: Aggregator | None) -> str | None:
+    """Why a term mixing teachers with ``agg`` cannot train without gold labels (None: it can)."""
+    if isinstance(agg, ConfidenceAggregator) and agg.measure == "gold":
+        return ("aggregator=confidence with measure=gold weighs teachers by the gold label: use "
+                "aggregator.measure=entropy (label-free), or aggregator=mean / weighted")
+    if isinstance(agg, BestTeacherAggregator):
+        return ("aggregator=best picks the teacher most confident on the gold label: use aggregator=mean, "
+                "weighted, or confidence with measure=entropy")
+    return None
 
 
 def _is_default_weighted(spec: Aggregator | str | dict[str, Any] | None) -> bool:
@@ -179,6 +184,83 @@ def aggregator_for(spec: str | dict[str, Any] | None, teacher_weights: list[floa
     if name == "weighted" and node.get("weights") is None:
         node["weights"] = teacher_weights
     return build_aggregator(name, **node)
+
+
+@TERMS.register("dist")
+class DISTLoss(Term):
+    """DIST (Huang et al., "Knowledge Distillation from A Stronger Teacher", NeurIPS 2022): match *relations*
+    rather than exact probabilities, with ``p = softmax(z / temperature)`` for the student and the (aggregated)
+    teachers' soft target (per head: its own teacher)::
+
+        beta * T^2 * mean_b(1 - pearson(p_s[b, :], p_t[b, :]))   # inter-class: each example's class ranking
+      + gamma * T^2 * mean_c(1 - pearson(p_s[:, c], p_t[:, c]))  # intra-class: each class across the batch
+
+    Pearson correlation is invariant to shift and scale, so a student need not reproduce a much stronger teacher's
+    exact confidences, only their order (the paper's argument). ``beta`` and ``gamma`` weigh the two relations
+    (the paper: 1 and 1 on ImageNet, 2 and 2 on CIFAR-100). On two classes the inter-class correlation is +-1 (the
+    sign of the two examples' margins), so it gives no gradient there and ``gamma`` carries the signal. The
+    correlation follows the authors' code (github.com/hunto/DIST_KD): a cosine of centred vectors with ``1e-8`` in
+    the denominator, so a constant vector correlates 0 instead of dividing by zero.
+    """
+
+    name = "dist"
+    needs_teachers = True
+    EPS = 1e-8
+
+    def __init__(self, weight: float = 1.0, beta: float = 1.0, gamma: float = 1.0, temperature: float = 1.0,
+                 aggregator: str | dict[str, Any] | None = None) -> None:
+        """``aggregator``: how the teachers mix into the target (a registered name or ``{"name": ..., **options}``;
+        None: mean); ``configs/objective/dist.yaml`` sets it to ``distill.aggregator``, the one ``kd`` uses."""
+        super().__init__(weight)
+        if not (beta >= 0 and gamma >= 0) or beta + gamma == 0:
+            raise ValueError(f"objective term 'dist': beta and gamma must be >= 0 and not both 0, got beta={beta}, "
+                             f"gamma={gamma}")
+        if not temperature > 0:
+            raise ValueError(f"objective term 'dist': temperature must be positive, got {temperature}")
+        self.beta, self.gamma, self.temperature = float(beta), float(gamma), float(temperature)
+        # as for 'kd': ``weighted`` without weights waits for bind() (the teachers' own)
+        self._aggregator_spec = aggregator
+        self.aggregator = None if _is_default_weighted(aggregator) else aggregator_for(aggregator, None)
+        self._per_head = build_aggregator("mean")
+
+    def bind(self, student: nn.Module, teachers: TeacherEnsemble | None) -> None:
+        super().bind(student, teachers)
+        if self.aggregator is None:
+            assert teachers is not None
+            self.aggregator = aggregator_for(self._aggregator_spec, teachers.weights)
+
+    def label_free_problem(self) -> str | None:
+        return aggregator_label_problem(self.aggregator)
+
+    @classmethod
+    def pearson(cls, a: Tensor, b: Tensor) -> Tensor:
+        """Row-wise Pearson correlation of ``[N, D]`` tensors: ``[N]``."""
+        a, b = a - a.mean(-1, keepdim=True), b - b.mean(-1, keepdim=True)
+        return (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1) + cls.EPS)
+
+    def relation_loss(self, student_logits: Tensor, teacher_probs: Tensor) -> Tensor:
+        if student_logits.dim() != 2:
+            raise ValueError(f"objective term 'dist' compares [batch, classes] distributions, got student logits "
+                             f"of shape {tuple(student_logits.shape)} (QA's start/end positions are not classes)")
+        half = student_logits.dtype in (torch.float16, torch.bfloat16)  # softmax in half loses small probabilities
+        logits = student_logits.float() if half else student_logits
+        p_s = torch.softmax(logits / self.temperature, dim=-1)
+        p_t = teacher_probs.to(p_s.dtype)
+        inter = (1 - self.pearson(p_s, p_t)).mean()
+        intra = (1 - self.pearson(p_s.T, p_t.T)).mean()
+        return self.temperature**2 * (self.beta * inter + self.gamma * intra)
+
+    def forward(self, step: Step) -> Tensor:
+        if step.teacher_logits is None:
+            raise ValueError("objective term 'dist' needs the teachers' logits, but the step has none")
+        t = self.temperature
+        if step.per_head:
+            return torch.stack([
+                self.relation_loss(step.logits[i], self._per_head(step.teacher_logits[i:i + 1], step.labels, t).probs)
+                for i in range(step.logits.shape[0])
+            ]).mean()
+        assert self.aggregator is not None, "bind() was not called"
+        return self.relation_loss(step.logits, self.aggregator(step.teacher_logits, step.labels, t).probs)
 
 
 @TERMS.register("hidden")

@@ -28,8 +28,10 @@ def folder_bytes(folder: Path) -> int:
 
 
 def main_metric(metrics: dict[str, Any]) -> tuple[str, float | None]:
+    """The run's main metric (its task's, e.g. ``val/binary_f1`` on MRPC) and best value; runs from before
+    metrics.json named it fall back to the first of accuracy, f1, exact."""
     best = metrics.get("best") or {}
-    for key in ("val/accuracy", "val/f1", "val/exact"):
+    for key in (metrics.get("main_metric"), "val/accuracy", "val/f1", "val/exact"):
         if key in best:
             return key, float(best[key])
     key = next((k for k in sorted(best) if k.startswith("val/")), "")

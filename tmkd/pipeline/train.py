@@ -206,6 +206,7 @@ def run(cfg: DictConfig, ckpt_path: str | Path | None = None) -> dict[str, Any]:
         "best": evaluated, "best_checkpoint": checkpoint.best_model_path, "epochs": trainer.current_epoch,
         "fit_seconds": round(fit_seconds, 1), "resumed_from": str(ckpt_path) if ckpt_path else None,
         "train_examples": len(datamodule.encoded[task.train_split]),
+        "main_metric": main_key,  # the task's: the report leads with it
         "params": sum(p.numel() for p in module.export_model().parameters()),
         "data": data_provenance(cfg, datamodule), "world_size": trainer.world_size,
         **module.extra_metrics(),
