@@ -114,6 +114,7 @@ class Distiller:
         self.config = config
         self.cfg = OmegaConf.create(config)
         self.built: Built = build(self.cfg, _splits(config["task"], train, eval))
+        self.built.datamodule.setup("fit")  # the data is read and checked now, not when fit() starts
 
     @property
     def output_dir(self) -> Path:
