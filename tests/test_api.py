@@ -211,3 +211,16 @@ def test_a_plan_of_stages_given_in_python_matches_the_same_plan_from_an_experime
     assert mine.experiment == "my_quickstart" and mine.experiment_dir == tmp_path / "checkpoints" / "my_quickstart"
     with pytest.raises(ValueError, match="needs a name"):
         tmkd.plan(stages=stages)
+
+
+def test_a_task_given_as_a_spec_is_the_task_the_run_builds():
+    """A new TaskSpec is registered under its name; a changed copy of a registered one reaches the run's config."""
+    new = tmkd.TaskSpec("api_triple", ("first", "second"), ("a", "b", "c"), max_length=32)
+    rows = {"first": ["x y", "y z", "z x"], "second": ["x", "y", "z"], "label": [0, 1, 2]}
+    built = tmkd.Distiller(student="tiny", task=new, method="finetune", train=rows, eval=rows, overrides=QUICK)
+    assert built.built.task == new and built.config["optimized_metric"] == "val/accuracy"
+    assert built.built.datamodule.raw["train"]["label"] == [0, 1, 2]
+    shorter = get_task("rte").with_overrides(max_length=40)
+    built = tmkd.Distiller(student="tiny", task=shorter, method="finetune", train=frame(8, 0), eval=frame(4, 1),
+                           overrides=QUICK)
+    assert built.config["task"] == {"name": "rte", "max_length": 40} and built.built.task == shorter

@@ -30,7 +30,7 @@ from tmkd.pipeline.runner import report_settings
 from tmkd.pipeline.runner import run_plan as run_runs
 from tmkd.pipeline.train import Built, build, fit
 
-__all__ = ["Distiller", "Result", "distil", "plan", "run_plan"]
+__all__ = ["Distiller", "Result", "distil", "plan", "run_plan", "stage_config"]
 
 # a model given as objects: (PreTrainedModel, tokenizer); saved to the run's folder, then loaded like any folder
 ModelPair = tuple[Any, Any]
@@ -83,37 +83,11 @@ class Distiller:
                  loss: str | None = None, max_epochs: int | None = None, seed: int | None = None,
                  logger: str = "csv", experiment: str | None = None, overrides: Sequence[str] = (),
                  output_dir: str | Path | None = None) -> None:
-        spec = task if isinstance(task, TaskSpec) else None
-        knobs = {"method": method, "aggregator": aggregator, "distill.temperature": temperature,
-                 "distill.alpha": alpha, "distill.loss": loss, "trainer.max_epochs": max_epochs, "seed": seed,
-                 "logger": logger}
-        args = [f"experiment={experiment}" if experiment else "~experiment"]
-        if task is not None:
-            name = spec.name if spec is not None else str(task)
-            if name in group_options("task"):
-                args.append(f"task={name}")
-        if isinstance(student, str) and student in group_options("model"):
-            args.append(f"model={student}")
-        args += [f"{k}={v}" for k, v in knobs.items() if v is not None]
-        argv = prepare_argv([*args, *overrides])  # the command line's checks and messages
-        config = compose_run(argv)
-        out = Path(output_dir) if output_dir is not None else _new_folder(Path(config["paths"]["checkpoints"]))
-        out.mkdir(parents=True, exist_ok=True)
-        config["paths"]["output_dir"] = str(out)
-        config["experiment_name"] = config.get("experiment_name") or "api"
-        if task is not None:
-            config["task"] = _task_node(spec or get_task(str(task)), config["task"])
-            if not any(o.split("=", 1)[0].lstrip("+") == "optimized_metric" for o in overrides):
-                config["optimized_metric"] = f"val/{get_task(config['task']['name']).main_metric}"
-        if student is not None and not (isinstance(student, str) and student in group_options("model")):
-            config["model"] = _student_node(student, config["model"], out / "inputs" / "student")
-        if teachers:
-            config["distill"]["teachers"] = [_teacher_spec(t, i, out / "inputs" / "teachers")
-                                              for i, t in enumerate(teachers)]
-            config["distill"]["use_teachers"] = None
-        self.config = config
-        self.cfg = OmegaConf.create(config)
-        self.built: Built = build(self.cfg, _splits(config["task"], train, eval))
+        self.config = stage_config(student, teachers, task, method=method, aggregator=aggregator,
+                                   temperature=temperature, alpha=alpha, loss=loss, max_epochs=max_epochs, seed=seed,
+                                   logger=logger, experiment=experiment, overrides=overrides, output_dir=output_dir)
+        self.cfg = OmegaConf.create(self.config)
+        self.built: Built = build(self.cfg, _splits(self.config["task"], train, eval))
         self.built.datamodule.setup("fit")  # the data is read and checked now, not when fit() starts
 
     @property
@@ -126,6 +100,46 @@ class Distiller:
         module = self.built.module
         return Result(dict(details["best"]), module.export_model(), self.built.tokenizers[module.view],
                       self.output_dir, details)
+
+
+def stage_config(student: str | Mapping[str, Any] | ModelPair | None = None,
+                 teachers: Sequence[str | Mapping[str, Any] | ModelPair] = (), task: str | TaskSpec | None = None, *,
+                 method: str = "many_to_one", aggregator: str | None = None, temperature: float | None = None,
+                 alpha: float | None = None, loss: str | None = None, max_epochs: int | None = None,
+                 seed: int | None = None, logger: str = "csv", experiment: str | None = None,
+                 overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> dict[str, Any]:
+    """The resolved config of one stage (what :class:`Distiller` builds from; arguments as there): composed from
+    the config groups and checked as the command line composes and checks it, then the objects given in Python
+    (teachers, student, task) written into it. In-memory models are saved under ``<output_dir>/inputs/``."""
+    spec = task if isinstance(task, TaskSpec) else None
+    knobs = {"method": method, "aggregator": aggregator, "distill.temperature": temperature,
+             "distill.alpha": alpha, "distill.loss": loss, "trainer.max_epochs": max_epochs, "seed": seed,
+             "logger": logger}
+    args = [f"experiment={experiment}" if experiment else "~experiment"]
+    if task is not None:
+        name = spec.name if spec is not None else str(task)
+        if name in group_options("task"):
+            args.append(f"task={name}")
+    if isinstance(student, str) and student in group_options("model"):
+        args.append(f"model={student}")
+    args += [f"{k}={v}" for k, v in knobs.items() if v is not None]
+    argv = prepare_argv([*args, *overrides])  # the command line's checks and messages
+    config = compose_run(argv)
+    out = Path(output_dir) if output_dir is not None else _new_folder(Path(config["paths"]["checkpoints"]))
+    out.mkdir(parents=True, exist_ok=True)
+    config["paths"]["output_dir"] = str(out)
+    config["experiment_name"] = config.get("experiment_name") or "api"
+    if task is not None:
+        config["task"] = _task_node(spec or get_task(str(task)), config["task"])
+        if not any(o.split("=", 1)[0].lstrip("+") == "optimized_metric" for o in overrides):
+            config["optimized_metric"] = f"val/{get_task(config['task']['name']).main_metric}"
+    if student is not None and not (isinstance(student, str) and student in group_options("model")):
+        config["model"] = _student_node(student, config["model"], out / "inputs" / "student")
+    if teachers:
+        config["distill"]["teachers"] = [_teacher_spec(t, i, out / "inputs" / "teachers")
+                                          for i, t in enumerate(teachers)]
+        config["distill"]["use_teachers"] = None
+    return config
 
 
 def distil(student: str | Mapping[str, Any] | ModelPair | None = None,
