@@ -268,3 +268,30 @@ def test_mnli_loads_both_eval_splits(tmp_path):
     out = load_splits(mnli, tmp_path, max_eval_samples=2)
     assert list(out) == ["train", "validation_matched", "validation_mismatched"]
     assert len(out["validation_mismatched"]) == 2
+
+
+# --- in memory (the Python API) ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("form", ["dataframe", "dataset", "dict"])
+def test_in_memory_splits_load_as_the_same_rows_in_files(tmp_path, form):
+    frames = {"train": pd.DataFrame(rte_rows(8)), "validation": pd.DataFrame(rte_rows(4, start=100))}
+    convert = {"dataframe": lambda df: df, "dataset": Dataset.from_pandas, "dict": lambda df: df.to_dict("list")}
+    files = load_splits(RTE, write_rte(tmp_path, 8, 4), max_train_samples=5, seed=3)
+    memory = load_splits(RTE, None, max_train_samples=5, seed=3,
+                         in_memory={s: convert[form](df) for s, df in frames.items()})
+    for split in files:
+        assert memory[split].to_list() == files[split].to_list()
+
+
+def test_in_memory_splits_get_the_same_checks_as_files(tmp_path):
+    train, dev = pd.DataFrame(rte_rows(3)), pd.DataFrame(rte_rows(2, start=100))
+    with pytest.raises(DataError, match=r"rte/validation: missing column\(s\) \['sentence2'\]"):
+        load_splits(RTE, in_memory={"train": train, "validation": dev.drop(columns="sentence2")})
+    with pytest.raises(DataError, match=r"rte/train: label value\(s\) \[7\] outside the label set"):
+        load_splits(RTE, in_memory={"train": train.assign(label=7), "validation": dev})
+    with pytest.raises(DataError, match=r"needs split\(s\) \['validation'\] in memory; given: \['train'\]"):
+        load_splits(RTE, in_memory={"train": train})
+    with pytest.raises(DataError, match="rte/train: the dict of columns is not a table"):
+        load_splits(RTE, in_memory={"train": {"sentence1": ["a", "b"], "sentence2": ["c"], "label": [0, 1]},
+                                    "validation": dev})

@@ -26,11 +26,13 @@ class SplitsDataModule(pl.LightningDataModule):
     soft targets are computed. Subclasses say how rows become batches.
 
     With ``holdout`` (:mod:`tmkd.data.holdout`) ``task``'s eval splits become the one ``holdout`` split, cut from
-    train; the dev splits are never loaded."""
+    train; the dev splits are never loaded. ``in_memory`` (split name -> ``datasets.Dataset``, pandas ``DataFrame``
+    or dict of lists) replaces files, hub and generator, with the same checks (:func:`tmkd.data.loading.load_splits`).
+    """
 
     def __init__(self, task: TaskSpec, data_dir: str | None = None, batch_size: int = 32, eval_batch_size: int = 64,
                  max_train_samples: int | None = None, max_eval_samples: int | None = None, num_workers: int = 0,
-                 seed: int = 0, holdout: Holdout | None = None) -> None:
+                 seed: int = 0, holdout: Holdout | None = None, in_memory: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         if batch_size <= 0 or eval_batch_size <= 0:
             raise ValueError(f"batch sizes must be positive, got {batch_size} and {eval_batch_size}")
@@ -43,12 +45,13 @@ class SplitsDataModule(pl.LightningDataModule):
         self.max_eval_samples = max_eval_samples
         self.num_workers = num_workers
         self.seed = seed
+        self.in_memory = dict(in_memory) if in_memory is not None else None
         self.raw: DatasetDict | None = None
         self.encoded: dict[str, Dataset] = {}
 
     def load_raw(self) -> DatasetDict:
         self.raw = load_splits(self.task, self.data_dir, self.max_train_samples, self.max_eval_samples, self.seed,
-                               holdout=self.holdout)
+                               holdout=self.holdout, in_memory=self.in_memory)
         return self.raw
 
     def eval_facts(self) -> dict[str, Any]:
@@ -95,11 +98,12 @@ class TaskDataModule(SplitsDataModule):
         num_workers: int = 0,
         seed: int = 0,
         holdout: Holdout | None = None,
+        in_memory: Mapping[str, Any] | None = None,
     ) -> None:
         if not tokenizers:
             raise ValueError("TaskDataModule needs at least one tokenizer")
         super().__init__(task, data_dir, batch_size, eval_batch_size, max_train_samples, max_eval_samples,
-                         num_workers, seed, holdout)
+                         num_workers, seed, holdout, in_memory)
         self.tokenizers = dict(tokenizers)
         self.max_length = max_length or self.task.max_length
         self.group_by_length = group_by_length

@@ -9,15 +9,25 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from datasets import Dataset, DatasetDict
 
 from tmkd.data.derived import build_train_split
 from tmkd.data.holdout import HOLDOUT_SPLIT, Holdout, split_train
 from tmkd.data.kinds import get_kind
-from tmkd.data.sources import DataError, load_hub, load_local, local_file, resolve_data_dir, validate_split
+from tmkd.data.sources import (
+    DataError,
+    from_memory,
+    load_hub,
+    load_local,
+    local_file,
+    resolve_data_dir,
+    validate_split,
+)
 from tmkd.data.tasks import TaskSpec, get_task
 
 log = logging.getLogger(__name__)
@@ -44,6 +54,7 @@ def load_splits(
     max_eval_samples: int | None = None,
     seed: int = 0,
     holdout: Holdout | None = None,
+    in_memory: Mapping[str, Any] | None = None,
 ) -> DatasetDict:
     """The task's train and eval splits, validated, capped, with a ``row_id`` column (0..n-1).
 
@@ -53,12 +64,17 @@ def load_splits(
     With ``holdout`` only the train split is read: it is cut (:mod:`tmkd.data.holdout`) into train' and
     ``holdout``, which are returned instead of the train and eval splits. Caps apply after the cut: the train cap
     to train', the eval cap to ``holdout``, so capping never moves a row from one part to the other.
+
+    ``in_memory`` (split name -> ``datasets.Dataset`` / pandas ``DataFrame`` / dict of lists; the Python API) are read
+    instead of files, the hub or a synthetic task's generator, and checked, held out and capped the same way.
     """
     splits = [task.train_split] if holdout is not None else [task.train_split, *task.eval_splits]
     if holdout is not None and not task.train_labelled:
         raise DataError(f"{task.name}: data.holdout needs labelled train rows to score the held-out part, but the "
                         "task's train split is unlabelled (train_labelled=false); evaluate on its eval splits instead")
-    if task.synthetic is not None:
+    if in_memory is not None:
+        raw = dict(from_memory(in_memory, splits, task))
+    elif task.synthetic is not None:
         # with holdout on, the generated dev file keeps its usual name (it is written, never read)
         source = task if holdout is None else replace(task, eval_splits=("validation",))
         folder = get_kind(task.kind).materialise(source)

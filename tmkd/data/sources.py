@@ -7,7 +7,9 @@ The bottom of data loading: :mod:`tmkd.data.loading` (caps, holdout, ``row_id``)
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import datasets
 import pyarrow.parquet as pq
@@ -71,6 +73,32 @@ def load_local(folder: Path, splits: list[str]) -> DatasetDict:
             cause = err.__cause__ or err  # DatasetGenerationError hides the reason in its cause
             raise DataError(f"cannot read {path}: {type(cause).__name__}: {cause}") from err
         out[split] = loaded[split]
+    return DatasetDict(out)
+
+
+def from_memory(splits: Mapping[str, Any], wanted: list[str], task: TaskSpec) -> DatasetDict:
+    """In-memory splits (a ``datasets.Dataset``, a pandas ``DataFrame`` or a dict of equal-length lists each) as a
+    :class:`DatasetDict` of the ``wanted`` splits, which are then checked exactly as files are (:func:`validate_split`).
+    A split is a view of the caller's rows: nothing is written."""
+    missing = [s for s in wanted if s not in splits]
+    if missing:
+        raise DataError(f"task {task.name!r} needs split(s) {missing} in memory; given: {sorted(splits) or 'none'}")
+    out = {}
+    for split in wanted:
+        rows = splits[split]
+        if isinstance(rows, Dataset):
+            out[split] = rows
+        elif isinstance(rows, Mapping):
+            try:
+                out[split] = Dataset.from_dict(dict(rows))
+            except Exception as err:  # pyarrow's errors for ragged or mixed columns; all mean "not a table"
+                raise DataError(f"{task.name}/{split}: the dict of columns is not a table ({type(err).__name__}: "
+                                f"{err})") from err
+        elif type(rows).__name__ == "DataFrame" and hasattr(rows, "to_dict"):  # pandas, imported only when given
+            out[split] = Dataset.from_pandas(rows, preserve_index=False)
+        else:
+            raise DataError(f"{task.name}/{split}: in-memory data must be a datasets.Dataset, a pandas DataFrame or a "
+                            f"dict of column lists, got {type(rows).__name__}")
     return DatasetDict(out)
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from omegaconf import DictConfig
 from transformers import PreTrainedTokenizerBase
 
@@ -21,10 +24,15 @@ def build_module(cfg: DictConfig, task: TaskSpec) -> tuple[ClassifierModule, dic
     return build_stage(cfg, task)
 
 
-def build_datamodule(cfg: DictConfig, task: TaskSpec, tokenizers: dict[str, PreTrainedTokenizerBase]
-                     ) -> TaskDataModule | FeatureDataModule:
+def build_datamodule(cfg: DictConfig, task: TaskSpec, tokenizers: dict[str, PreTrainedTokenizerBase],
+                     in_memory: Mapping[str, Any] | None = None) -> TaskDataModule | FeatureDataModule:
+    """The run's data: files, hub or generator as ``data`` says, or ``in_memory`` splits (the Python API)."""
     d = cfg.data
-    if isinstance(tokenizers, FeatureViews):  # method adapter: batches of cached features, computed right here,
+    if isinstance(tokenizers, FeatureViews):
+        if in_memory is not None:  # the feature cache is keyed by the data files it was computed from
+            raise ValueError(f"method {cfg.method!r} reads cached encoder features of data files; in-memory splits "
+                             "are not supported for it: write them under data.dir (<dir>/<task>/<split>.parquet)")
+        # method adapter: batches of cached features, computed right here,
         features = FeatureDataModule(  # before train.run starts timing the fit (the pass is timed on its own)
             task, tokenizers.store, data_dir=d.dir, batch_size=d.batch_size, eval_batch_size=d.eval_batch_size,
             max_train_samples=d.max_train_samples, max_eval_samples=d.max_eval_samples, num_workers=d.num_workers,
@@ -35,4 +43,5 @@ def build_datamodule(cfg: DictConfig, task: TaskSpec, tokenizers: dict[str, PreT
         task, tokenizers, data_dir=d.dir, batch_size=d.batch_size, eval_batch_size=d.eval_batch_size,
         max_length=d.max_length, max_train_samples=d.max_train_samples, max_eval_samples=d.max_eval_samples,
         group_by_length=d.group_by_length, num_workers=d.num_workers, seed=cfg.seed, holdout=build_holdout(cfg),
+        in_memory=in_memory,
     )

@@ -260,6 +260,15 @@ def trial_dir(sweep: Path, run_name: str, run_id: str | None, create: bool = Tru
             n += 1
 
 
+def report_settings(report: dict[str, Any], plan: Plan) -> tuple[bool, dict[str, Any]]:
+    """(whether to write the report, its options) from a ``report`` config node (the command line's and the Python
+    API's :func:`run_plan` calls read it the same way)."""
+    return bool(report.get("enabled", True)), {
+        "latency": report.get("latency", True), "rows": report.get("latency_rows", 64),
+        "batch_sizes": report.get("batch_sizes", [1, 32]), "threads": report.get("threads"),
+        "logger": plan.runs[plan.final].config.get("logger")}
+
+
 def run_experiment(cfg: Any, overrides: list[str]) -> float | None:
     """Plan, print the plan, run it (unless ``plan=true``), report; returns the final run's optimized metric."""
     from tmkd.pipeline.factory import plain
@@ -280,11 +289,8 @@ def run_experiment(cfg: Any, overrides: list[str]) -> float | None:
     print(plan.describe(), flush=True)
     if top.get("plan"):
         return None
-    report = top.get("report") or {}
-    results = run_plan(plan, report=bool(report.get("enabled", True)), report_options={
-        "latency": report.get("latency", True), "rows": report.get("latency_rows", 64),
-        "batch_sizes": report.get("batch_sizes", [1, 32]), "threads": report.get("threads"),
-        "logger": plan.runs[plan.final].config.get("logger")})
+    enabled, options = report_settings(top.get("report") or {}, plan)
+    results = run_plan(plan, report=enabled, report_options=options)
     outcome = experiment_result(plan, results)
     final = plan.seeded(plan.only)[0] if plan.only else plan.final
     return optimized(outcome or results[final], plan.runs[final].config["optimized_metric"])

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -22,8 +24,13 @@ from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.plugins import CheckpointIO
 from pytorch_lightning.trainer.states import TrainerFn
+from transformers import PreTrainedTokenizerBase
 
+from tmkd.data.datamodule import TaskDataModule
 from tmkd.data.sampling import ResumableLoader
+from tmkd.data.tasks import TaskSpec
+from tmkd.features.datamodule import FeatureDataModule
+from tmkd.modules.base import ClassifierModule
 from tmkd.pipeline.addons import build_addons
 from tmkd.pipeline.checks import AtomicCheckpointIO, FiniteChecks, check_weights
 from tmkd.pipeline.export import export_hf, write_json
@@ -147,8 +154,20 @@ def read_metrics(out: Path) -> dict[str, Any]:
                            "redoes that run") from err
 
 
-def run(cfg: DictConfig, ckpt_path: str | Path | None = None) -> dict[str, Any]:
-    """Train as configured (resuming from ``ckpt_path`` if given); returns what metrics.json holds."""
+@dataclass
+class Built:
+    """The objects of one run, built from its config and not trained yet (what :func:`fit` trains)."""
+
+    task: TaskSpec
+    module: ClassifierModule
+    tokenizers: dict[str, PreTrainedTokenizerBase]
+    addons: list[pl.Callback]
+    datamodule: TaskDataModule | FeatureDataModule
+
+
+def build(cfg: DictConfig, in_memory: Mapping[str, Any] | None = None) -> Built:
+    """Seed, then build the run's task, module, add-ons and data (``in_memory`` splits instead of files: the Python
+    API). Every check of the builders runs here, before anything trains."""
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if not (out / "config.yaml").is_file():
@@ -160,7 +179,21 @@ def run(cfg: DictConfig, ckpt_path: str | Path | None = None) -> dict[str, Any]:
     task = build_task(cfg)
     module, tokenizers = build_module(cfg, task)
     addons = build_addons(cfg, task, module)  # callbacks such as pruning (the `prune` node), whatever the method
-    datamodule = build_datamodule(cfg, task, tokenizers)
+    datamodule = build_datamodule(cfg, task, tokenizers, in_memory)
+    return Built(task, module, tokenizers, addons, datamodule)
+
+
+def run(cfg: DictConfig, ckpt_path: str | Path | None = None) -> dict[str, Any]:
+    """Train as configured (resuming from ``ckpt_path`` if given); returns what metrics.json holds."""
+    return fit(cfg, build(cfg), ckpt_path)
+
+
+def fit(cfg: DictConfig, built: Built, ckpt_path: str | Path | None = None) -> dict[str, Any]:
+    """Train what :func:`build` made (resuming from ``ckpt_path`` if given): fit, reload the best checkpoint,
+    evaluate and export it, write metrics.json; returns what it holds."""
+    out = Path(cfg.paths.output_dir)
+    task, module, tokenizers, addons, datamodule = (built.task, built.module, built.tokenizers, built.addons,
+                                                    built.datamodule)
     main_key = f"val/{task.main_metric}"
     # best.ckpt is what a run keeps; last.ckpt (full state, every epoch and every checkpoint.every_minutes) is
     # what an interrupted run resumes from. Listed in this order, last.ckpt holds the best callback's newest state.
@@ -236,7 +269,10 @@ def data_provenance(cfg: DictConfig, datamodule: Any) -> dict[str, Any]:
     """Which data a run saw: source, rows per split, caps, what it was scored on (dev set or held-out part of
     train: ``eval``; for reports and model cards)."""
     d = cfg.data
-    source = "synthetic (generated)" if datamodule.task.synthetic is not None else d.dir or "hub"
+    if getattr(datamodule, "in_memory", None) is not None:
+        source = "in memory (Python API)"
+    else:
+        source = "synthetic (generated)" if datamodule.task.synthetic is not None else d.dir or "hub"
     return {"source": source, "rows": {s: len(ds) for s, ds in datamodule.encoded.items()},
             "max_train_samples": d.max_train_samples, "max_eval_samples": d.max_eval_samples,
             **(datamodule.eval_facts() if hasattr(datamodule, "eval_facts") else {"eval": "dev"})}
