@@ -62,7 +62,7 @@ def test_loss_term_only_for_sigmoid_before_the_fill(make_model) -> None:
 
 
 def test_module_gathers_score_group_and_loss_terms_from_callbacks(make_model) -> None:
-    """FineTuneModule (any ClassifierModule): the scores leave the decay groups for the callback's group."""
+    """FineTuneModule (any StageModule): the scores leave the decay groups for the callback's group."""
     callback = _callback(mask="sigmoid")
     module = FineTuneModule(make_model(), TASK)
     callback.attach(module)

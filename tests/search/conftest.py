@@ -51,7 +51,7 @@ def child_env() -> Callable[..., dict[str, str]]:
 
 @pytest.fixture(scope="session")
 def logged_names() -> Callable[[str], set[str]]:
-    """``logged_names(task)``: what ClassifierModule logs per validation epoch (see :func:`validation_log_names`)."""
+    """``logged_names(task)``: what StageModule logs per validation epoch (see :func:`validation_log_names`)."""
     return validation_log_names
 
 

@@ -56,7 +56,7 @@ def test_structure(sweeps: dict, name: str) -> None:
 
 @pytest.mark.parametrize("name", SWEEP_NAMES)
 def test_metric_is_one_tmkd_logs(sweeps: dict, name: str, logged_names) -> None:
-    """The sweep's metric is a name ClassifierModule really logs for the experiment's task."""
+    """The sweep's metric is a name StageModule really logs for the experiment's task."""
     sweep = sweeps[name]
     cfg = compose(trial_overrides(sweep, {}))
     names = logged_names(cfg.task.name)

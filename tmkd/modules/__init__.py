@@ -1,5 +1,5 @@
 """LightningModules: the shared classifier loop, fine-tuning, and the distillation modules."""
 
-from tmkd.modules.base import ClassifierModule, FineTuneModule, OptimConfig
+from tmkd.modules.base import FineTuneModule, OptimConfig, StageModule
 
-__all__ = ["ClassifierModule", "FineTuneModule", "OptimConfig"]
+__all__ = ["FineTuneModule", "OptimConfig", "StageModule"]

@@ -6,7 +6,7 @@ as a fine-tuned teacher) runs once per split, before ``trainer.fit``
 cached on disk by :class:`tmkd.features.FeatureStore`); epochs, resumed runs and later runs only read the cache.
 Only the adapter trains: gold CE, or with ``adapter.distill: true`` ``alpha * KD + (1 - alpha) * CE`` against the
 aggregated soft targets of ``distill.teachers`` (the distillation objective, store and aggregators; targets
-are always precomputed, as batches carry features rather than text). Validation uses ClassifierModule's metrics.
+are always precomputed, as batches carry features rather than text). Validation uses StageModule's metrics.
 
 ``adapter.ensemble_with`` names a fine-tuned model whose dev logits (through the soft-target cache) are averaged
 with the adapter's (:func:`tmkd.models.adapter.ensemble_logits`, ``adapter.ensemble_weight`` = the adapter's
@@ -53,7 +53,7 @@ from tmkd.models.adapter import (
 )
 from tmkd.models.adapter_teacher import AdapterForQuestionAnswering
 from tmkd.models.build import resolve_path
-from tmkd.modules.base import ClassifierModule, FineTuneModule, OptimConfig
+from tmkd.modules.base import FineTuneModule, OptimConfig, StageModule
 from tmkd.modules.distill import DistillConfig
 
 ADAPTER = "adapter"
@@ -111,7 +111,7 @@ class AdapterExport(nn.Module):
                             encoder_fingerprint=self.encoder_fingerprint, tokenizer=self.tokenizer)
 
 
-class AdapterModule(ClassifierModule):
+class AdapterModule(StageModule):
     """Trains a :class:`HiddenStateAdapter` (``self.model``: the checkpoint holds the adapter only) from batches
     of cached features; the frozen encoder, teachers and ensemble model live outside the state dict."""
 

@@ -48,8 +48,9 @@ class OptimConfig:
             raise ValueError(f"optim.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
 
 
-class ClassifierModule(pl.LightningModule):
-    """Trains ``model`` (the HF model of the task's kind) on ``task`` to minimise ``objective``.
+class StageModule(pl.LightningModule):
+    """The LightningModule of one stage, whatever it trains (a teacher or a student, classification or QA): trains
+    ``model`` (the HF model of the task's kind) on ``task`` to minimise ``objective``.
 
     ``teachers`` serve the teachers' logits to the terms that need them; ``heads`` say how the student's logits are
     formed. Without an objective a subclass must override :meth:`training_loss`.
@@ -224,7 +225,7 @@ def require_labels(task: TaskSpec, method: str) -> None:
                          "task.train_labelled=true if the labels are meant to be used")
 
 
-class FineTuneModule(ClassifierModule):
+class FineTuneModule(StageModule):
     """Plain supervised fine-tuning (teachers and no-KD baselines): the module with the gold loss alone."""
 
     def __init__(self, model: PreTrainedModel, task: TaskSpec, optim: OptimConfig | None = None,

@@ -1,4 +1,4 @@
-"""Distillation: the one module (:class:`tmkd.modules.base.ClassifierModule`) with teachers, heads and KD terms.
+"""Distillation: the one module (:class:`tmkd.modules.base.StageModule`) with teachers, heads and KD terms.
 
 :func:`distillation_module` assembles it from the ``distill`` settings: the teacher source (ensemble + soft-target
 store, :class:`tmkd.modules.teachers.TeacherSource`), the heads (one; or one per teacher, m-o-m) and the objective
@@ -22,7 +22,7 @@ from tmkd.data.tasks import TaskSpec
 from tmkd.distill.aggregators import Aggregator, BestTeacherAggregator, ConfidenceAggregator
 from tmkd.distill.ensemble import TeacherEnsemble
 from tmkd.distill.objective import Objective, Term, objective_from_distill
-from tmkd.modules.base import ClassifierModule, OptimConfig
+from tmkd.modules.base import OptimConfig, StageModule
 from tmkd.modules.heads import TeacherHeads, find_output_layer
 from tmkd.modules.teachers import TeacherSource
 
@@ -99,7 +99,7 @@ def distillation_module(model: PreTrainedModel, task: TaskSpec, optim: OptimConf
                         config: DistillConfig | None = None, aggregator: Aggregator | str | dict | None = None, *,
                         per_teacher_heads: bool = False, exact_teachers: int | None = None,
                         max_length: int | None = None, extra_terms: list[Term] | None = None,
-                        view: str = STUDENT) -> ClassifierModule:
+                        view: str = STUDENT) -> StageModule:
     """Distil ``ensemble`` into ``model``: m-o-1 by default, m-o-m with ``per_teacher_heads`` (one head per teacher,
     folded into one layer on export), 1-o-1 with ``exact_teachers=1``. ``aggregator``: an :class:`Aggregator`, a
     registered name or ``{"name": ..., **options}`` (``weighted`` without weights: the teachers' own weights).
@@ -113,7 +113,7 @@ def distillation_module(model: PreTrainedModel, task: TaskSpec, optim: OptimConf
     teachers = teacher_source(ensemble, task, config, max_length)
     # the objective binds (hidden-state projection) inside the module's __init__, before the heads are made: the
     # parameters are created in the order they always were
-    module = ClassifierModule(model, task, optim, view, objective=objective, teachers=teachers)
+    module = StageModule(model, task, optim, view, objective=objective, teachers=teachers)
     if per_teacher_heads:
         module.heads = TeacherHeads(model, len(ensemble))
     return module

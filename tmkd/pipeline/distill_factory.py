@@ -17,7 +17,7 @@ from tmkd.distill.ensemble import Teacher, TeacherEnsemble
 from tmkd.distill.objective import Term, build_term
 from tmkd.models.adapter_teacher import find_adapter_export, load_adapter_teacher
 from tmkd.models.build import ModelSpec, build_model, check_max_length
-from tmkd.modules.base import ClassifierModule, OptimConfig
+from tmkd.modules.base import OptimConfig, StageModule
 from tmkd.modules.distill import DistillConfig, check_label_free, distillation_module
 from tmkd.pipeline.settings import build_holdout, max_length_of, plain
 
@@ -127,7 +127,7 @@ def extra_terms(cfg: DictConfig) -> list[Term]:
 def build_distill_module(cfg: DictConfig, task: TaskSpec, model: PreTrainedModel,
                          tokenizer: PreTrainedTokenizerBase, optim: OptimConfig, *, per_teacher_heads: bool = False,
                          exact_teachers: int | None = None
-                         ) -> tuple[ClassifierModule, dict[str, PreTrainedTokenizerBase]]:
+                         ) -> tuple[StageModule, dict[str, PreTrainedTokenizerBase]]:
     """The distillation module of ``cfg`` (teachers, aggregator, objective) and the views its batches need.
     Checks that need no teacher run first (label-free objective), so a bad setting fails before teachers load."""
     node = plain(cfg.distill)

@@ -11,14 +11,14 @@ from transformers import PreTrainedTokenizerBase
 from tmkd.data.datamodule import TaskDataModule
 from tmkd.data.tasks import TaskSpec
 from tmkd.features.datamodule import FeatureDataModule, FeatureViews
-from tmkd.modules.base import ClassifierModule
+from tmkd.modules.base import StageModule
 from tmkd.pipeline.settings import build_holdout, build_task, max_length_of, plain
 from tmkd.pipeline.stages import build_stage
 
 __all__ = ["build_datamodule", "build_holdout", "build_module", "build_task", "max_length_of", "plain"]
 
 
-def build_module(cfg: DictConfig, task: TaskSpec) -> tuple[ClassifierModule, dict[str, PreTrainedTokenizerBase]]:
+def build_module(cfg: DictConfig, task: TaskSpec) -> tuple[StageModule, dict[str, PreTrainedTokenizerBase]]:
     """The LightningModule for ``cfg.method`` (its :class:`tmkd.pipeline.stages.StageType`) and the tokenizers
     (views) its batches need, student first."""
     return build_stage(cfg, task)

@@ -18,12 +18,12 @@ from transformers import PreTrainedTokenizerBase
 from tmkd.data.datamodule import STUDENT
 from tmkd.data.tasks import TaskSpec
 from tmkd.models.build import ModelSpec, build_model, check_max_length
-from tmkd.modules.base import ClassifierModule, FineTuneModule, OptimConfig, require_labels
+from tmkd.modules.base import FineTuneModule, OptimConfig, StageModule, require_labels
 from tmkd.pipeline.adapter_factory import build_adapter_module
 from tmkd.pipeline.distill_factory import build_distill_module
 from tmkd.pipeline.settings import max_length_of, plain
 
-Built = tuple[ClassifierModule, dict[str, PreTrainedTokenizerBase]]
+Built = tuple[StageModule, dict[str, PreTrainedTokenizerBase]]
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from tmkd.data.datamodule import TaskDataModule
 from tmkd.data.sampling import ResumableLoader
 from tmkd.data.tasks import TaskSpec
 from tmkd.features.datamodule import FeatureDataModule
-from tmkd.modules.base import ClassifierModule
+from tmkd.modules.base import StageModule
 from tmkd.pipeline.addons import build_addons
 from tmkd.pipeline.checks import AtomicCheckpointIO, FiniteChecks, check_weights
 from tmkd.pipeline.export import export_hf, write_json
@@ -159,7 +159,7 @@ class Built:
     """The objects of one run, built from its config and not trained yet (what :func:`fit` trains)."""
 
     task: TaskSpec
-    module: ClassifierModule
+    module: StageModule
     tokenizers: dict[str, PreTrainedTokenizerBase]
     addons: list[pl.Callback]
     datamodule: TaskDataModule | FeatureDataModule
