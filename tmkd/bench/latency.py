@@ -3,20 +3,8 @@
     python -m tmkd.bench.latency checkpoints/finetune_rte/minilm_l6_s42 checkpoints/rte_kd/<run> \
         --task rte --data-dir ../shared/data --threads 1 --onnx
 
-Every model sees the same inputs, measured the same way, so numbers in one table are comparable:
-
-- texts: the first ``rows`` rows of the task's first dev split (deterministic, no shuffling);
-- batches: consecutive texts, wrapped round so every batch is full, tokenised *before* timing with dynamic
-  padding (each batch padded to its own longest row, truncated at ``max_length``);
-- timing: ``time.perf_counter`` around each forward call alone, after up to ``warmup`` untimed batches, with the
-  garbage collector paused, torch under ``inference_mode`` with ``threads`` intra-op threads (set and restored),
-  ONNX Runtime with ``intra_op_num_threads = threads``;
-- bounded: at most ``max_batches`` per batch size, and no more once ``budget_s`` of timed work is spent (but at
-  least ``min_batches``; warm-up stops after ``budget_s / 2``), so a report on a small shared machine costs
-  seconds per model. Timed batches are always a prefix of the same batch list: a budget cut only shortens it.
-
-Medians resist the odd slow batch of a shared machine; p90 shows the spread. Results record threads, library
-versions and the CPU model, so a table can say how it was measured. Unit tests never assert on timings.
+How the numbers are measured (same inputs and method for every model, budgets, medians) is the harness's
+docstring, :mod:`tmkd.deploy.latency`.
 """
 
 from __future__ import annotations
