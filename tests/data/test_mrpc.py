@@ -8,15 +8,14 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
+from _helpers import write_glue_pair
 
 from tmkd.analysis.bootstrap import MethodRuns, compare, from_confusion
 from tmkd.cli import prepare_argv
 from tmkd.data import get_task, load_splits
 from tmkd.data.kinds import get_kind
-from tmkd.data.synthetic import generate
 from tmkd.metrics.classification import build_metrics
 from tmkd.pipeline.compose import compose_run
 from tmkd.pipeline.plan import build_plan
@@ -28,15 +27,7 @@ MRPC = get_task("mrpc")
 
 
 def write_mrpc(root: Path, n_train: int = 40, n_eval: int = 20) -> Path:
-    """``<root>/glue/mrpc/{train,validation}.parquet`` in the hub's columns (sentence1, sentence2, label, idx), in
-    synthetic words (the tiny model's vocabulary)."""
-    folder = root / "glue" / "mrpc"
-    folder.mkdir(parents=True)
-    for split, n, seed in (("train", n_train, 5), ("validation", n_eval, 6)):
-        rows = generate(2, n, seed=seed, noise=0.0)
-        pd.DataFrame({"sentence1": [r["first"] for r in rows], "sentence2": [r["second"] for r in rows],
-                      "label": [r["label"] for r in rows], "idx": range(n)}).to_parquet(folder / f"{split}.parquet")
-    return root
+    return write_glue_pair(root, "mrpc", n_train, n_eval)
 
 
 def test_mrpc_is_registered_as_glue_defines_it():

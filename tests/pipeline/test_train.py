@@ -6,14 +6,13 @@ import csv
 import json
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import torch
 import transformers
+from _helpers import write_glue_pair
 from omegaconf import OmegaConf
 
 from tmkd.data import get_task, load_splits
-from tmkd.data.synthetic import generate
 from tmkd.pipeline.train import run
 
 pytestmark = pytest.mark.slow
@@ -116,19 +115,8 @@ def test_csv_logger_writes_metrics_csv(compose_cfg, tmp_path):
     assert not (out / "hf").exists()  # checkpoint.export=false
 
 
-def write_rte_like(root: Path, n_train: int, n_eval: int) -> Path:
-    """RTE-shaped Parquet files under ``<root>/glue/rte``, in synthetic words (the tiny model's vocabulary)."""
-    folder = root / "glue" / "rte"
-    folder.mkdir(parents=True)
-    for split, n, seed in (("train", n_train, 5), ("validation", n_eval, 6)):
-        rows = generate(2, n, seed=seed, noise=0.0)
-        pd.DataFrame({"sentence1": [r["first"] for r in rows], "sentence2": [r["second"] for r in rows],
-                      "label": [r["label"] for r in rows], "idx": range(n)}).to_parquet(folder / f"{split}.parquet")
-    return root
-
-
 def test_finetune_on_local_rte_parquet(compose_cfg, tmp_path):
-    data = write_rte_like(tmp_path / "data", n_train=80, n_eval=40)
+    data = write_glue_pair(tmp_path / "data", "rte", n_train=80, n_eval=40)
     out = tmp_path / "rte_run"
     cfg = compose_cfg(["experiment=finetune_rte", "model=tiny", "model.tokenizer=synthetic", "trainer=cpu",
                        f"data.dir={data}", "logger=none", "trainer.max_epochs=2", "data.batch_size=16", *QUIET],
