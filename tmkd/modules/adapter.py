@@ -104,11 +104,10 @@ class AdapterFacts(pl.Callback):
         self.extra = extra  # e.g. pooling / output, shown in the ``adapter`` entry
 
     def facts(self, pl_module: pl.LightningModule) -> dict[str, Any]:
-        facts: dict[str, Any] = {"adapter": adapter_facts(self.adapter, self.encoder_name, **self.extra)}
+        facts: dict[str, Any] = {"adapter": adapter_facts(self.adapter, self.encoder_name, **self.extra),
+                                 "encoder_forward_batches": self.encoder.forward_batches}
         if self.store is not None:
             facts["feature_seconds"] = round(self.store.seconds, 2)
-        facts["encoder_forward_batches"] = self.encoder.forward_batches
-        if self.store is not None:
             facts["feature_cache"] = {"hits": self.store.hits, "misses": self.store.misses}
         return facts
 
