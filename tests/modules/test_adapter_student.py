@@ -71,7 +71,7 @@ def test_a_distilling_adapter_is_the_stage_module_with_the_teacher_source(parts,
     # the training loss is the objective on the student's logits and those targets
     module.eval()  # no dropout: two forward passes agree
     with torch.no_grad():
-        loss, parts_ = module.training_loss(batch)
+        loss, _ = module.training_loss(batch)
         logits = student(batch["inputs"][STUDENT]["features"]).logits
         expected, _ = objective_from_distill(alpha=0.3, temperature=2.0, loss="kl", labelled=True,
                                              aggregator="mean")(Step(module.kind, logits, batch["labels"], served))

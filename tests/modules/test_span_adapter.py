@@ -11,9 +11,9 @@ from omegaconf import OmegaConf
 from tmkd.cli import prepare_argv
 from tmkd.data import get_task
 from tmkd.models.adapter import load_adapter, load_encoder
+from tmkd.models.adapter_student import SpanAdapterStudent
 from tmkd.models.adapter_teacher import AdapterForQuestionAnswering, find_adapter_export, load_adapter_teacher
 from tmkd.models.build import ModelSpec, build_classifier
-from tmkd.models.adapter_student import SpanAdapterStudent
 from tmkd.modules.base import StageModule
 from tmkd.pipeline.compose import compose_run
 from tmkd.pipeline.factory import build_datamodule, build_module, build_task
