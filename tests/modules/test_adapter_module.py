@@ -14,7 +14,9 @@ from omegaconf import OmegaConf
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from tmkd.models.adapter import AdapterClassifier, load_adapter
-from tmkd.modules.adapter import AdapterModule, AdapterSettings, encoder_reference
+from tmkd.models.adapter_student import AdapterStudent
+from tmkd.modules.adapter import AdapterSettings, EnsembleWith, encoder_reference
+from tmkd.modules.base import StageModule
 from tmkd.pipeline.factory import build_datamodule, build_module, build_task
 from tmkd.pipeline.runner import run_plan
 
@@ -61,12 +63,16 @@ def test_adapter_quick_plan_features_once_learns_ensembles_and_exports():
     assert second["encoder_forward_batches"] == 0 and second["feature_cache"] == {"hits": 2, "misses": 0}
     assert dm.store.encoder.forward_batches == 0  # the datamodule just built read the cache as well
 
+    # the adapter is a student of the one training module; its ensemble is a callback (an extra) of it
+    assert type(module) is StageModule and isinstance(module.model, AdapterStudent)
+    assert module.teachers is None and module.objective.names() == ["ce"]
+    (ensemble,) = [e for e in module.extras if isinstance(e, EnsembleWith)]
+    assert ensemble in module.configure_callbacks()
     # the best checkpoint back in a module: ensemble logits are the weighted mean, and match metrics.json
-    assert isinstance(module, AdapterModule)
     state = torch.load(got["best_checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
     module.load_state_dict(state)
     module.eval()
-    dev = module.dev_logits("validation", dm)
+    dev = ensemble.dev_logits(module, "validation", dm)
     weight = got["ensemble"]["weight"]
     assert weight == 0.5 and got["ensemble"]["with"] == str(encoder_run.out_dir)
     torch.testing.assert_close(dev["ensemble"], weight * dev["adapter"] + (1 - weight) * dev["model"])
@@ -81,7 +87,7 @@ def test_adapter_quick_plan_features_once_learns_ensembles_and_exports():
     teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir).eval()
     tok = AutoTokenizer.from_pretrained(teacher_dir)
     with torch.no_grad():
-        enc = tok(*texts, truncation=True, max_length=module.max_length, padding=True, return_tensors="pt")
+        enc = tok(*texts, truncation=True, max_length=module.model.max_length, padding=True, return_tensors="pt")
         direct = teacher(**enc).logits
     torch.testing.assert_close(dev["model"], direct, atol=1e-4, rtol=1e-4)
 

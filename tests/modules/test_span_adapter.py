@@ -11,9 +11,10 @@ from omegaconf import OmegaConf
 from tmkd.cli import prepare_argv
 from tmkd.data import get_task
 from tmkd.models.adapter import load_adapter, load_encoder
+from tmkd.models.adapter_student import SpanAdapterStudent
 from tmkd.models.adapter_teacher import AdapterForQuestionAnswering, find_adapter_export, load_adapter_teacher
 from tmkd.models.build import ModelSpec, build_classifier
-from tmkd.modules.adapter import SpanAdapterModule
+from tmkd.modules.base import StageModule
 from tmkd.pipeline.compose import compose_run
 from tmkd.pipeline.factory import build_datamodule, build_module, build_task
 from tmkd.pipeline.plan import build_plan
@@ -55,7 +56,8 @@ def test_quick_span_adapter_trains_only_the_adapter_and_exports_a_qa_teacher(tmp
     config = OmegaConf.create(run.config)
     task = build_task(config)
     module, views = build_module(config, task)
-    assert isinstance(module, SpanAdapterModule) and isinstance(module.model, AdapterForQuestionAnswering)
+    assert type(module) is StageModule and isinstance(module.model, SpanAdapterStudent)
+    assert isinstance(module.model, AdapterForQuestionAnswering)  # the QA teacher wrapper: the QA path applies
     trainable = [n for n, p in module.named_parameters() if p.requires_grad]
     assert trainable and all(n.startswith("model.model.adapter.") for n in trainable)
     last = torch.load(run.out_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)

@@ -1,8 +1,10 @@
 """LightningDataModule over cached frozen-encoder features: what ``method: adapter`` trains on.
 
-Batches are ``{"features": [B, layers, hidden], "labels": [B], "row_id": [B]}``: the same ``labels`` / ``row_id``
-keys as :class:`tmkd.data.datamodule.TaskDataModule` (soft targets are indexed by ``row_id``), but no tokenised
-``inputs``: the encoder ran once, ahead of training (:class:`tmkd.features.FeatureStore`), and is not needed again.
+Batches are ``{"inputs": {"student": {"features": [B, layers, hidden]}}, "labels": [B], "row_id": [B]}``: the
+layout of :class:`tmkd.data.datamodule.TaskDataModule`'s batches (soft targets are indexed by ``row_id``), with the
+student's input being features instead of tokens: the encoder ran once, ahead of training
+(:class:`tmkd.features.FeatureStore`), and is not needed again. So the one training module (and its teacher source)
+trains an adapter student as it trains a transformer.
 """
 
 from __future__ import annotations
@@ -11,10 +13,10 @@ import time
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 from transformers import PreTrainedTokenizerBase
 
-from tmkd.data.datamodule import SplitsDataModule
+from tmkd.data.datamodule import STUDENT, SplitsDataModule
 from tmkd.data.holdout import Holdout
 from tmkd.data.sampling import EpochSampler, ResumableLoader
 from tmkd.data.tasks import TaskSpec
@@ -48,8 +50,13 @@ class FeatureDataModule(SplitsDataModule):
         super().__init__(task, data_dir, batch_size, eval_batch_size, max_train_samples, max_eval_samples,
                          num_workers, seed, holdout)
         self.store = store
+        self.tokenizers = {STUDENT: store.tokenizer}  # the one view (the teacher source reads ``main_view``)
         self.features: dict[str, CachedFeatureDataset] = {}
         self.load_seconds = 0.0
+
+    @property
+    def main_view(self) -> str:
+        return STUDENT
 
     def setup(self, stage: str | None = None) -> None:
         if self.features:
@@ -78,7 +85,7 @@ class FeatureDataModule(SplitsDataModule):
         sampler: Any = EpochSampler(len(ds), self.seed) if train else None  # order = f(seed, epoch): resumable
         loader = ResumableLoader if train else DataLoader  # ... also from a mid-epoch checkpoint
         return loader(ds, batch_size=batch_size, sampler=sampler, num_workers=self.num_workers,
-                      persistent_workers=self.num_workers > 0)
+                      persistent_workers=self.num_workers > 0, collate_fn=collate_features)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.features[self.task.train_split], self.batch_size, train=True)
@@ -89,3 +96,9 @@ class FeatureDataModule(SplitsDataModule):
     def split_loader(self, split: str) -> DataLoader:
         """An ordered loader over one split's features (row order = ``row_id`` order)."""
         return self._loader(self.features[split], self.eval_batch_size, train=False)
+
+
+def collate_features(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rows of :class:`CachedFeatureDataset` -> a batch with the features as the student's ``inputs``."""
+    batch = default_collate(rows)
+    return {"inputs": {STUDENT: {"features": batch.pop("features")}}, **batch}

@@ -1,22 +1,25 @@
-"""``method: adapter``: a BERTVision hidden-state adapter trained on a frozen encoder's cached features.
+"""``method: adapter``: a BERTVision hidden-state adapter trained as a *student* of the one training module.
 
-The frozen encoder (``adapter.encoder``, else ``model.name_or_path``: a hub id, HF folder or tmkd run folder such
-as a fine-tuned teacher) runs once per split, before ``trainer.fit``
-(:class:`~tmkd.features.datamodule.FeatureDataModule`,
-cached on disk by :class:`tmkd.features.FeatureStore`); epochs, resumed runs and later runs only read the cache.
-Only the adapter trains: gold CE, or with ``adapter.distill: true`` ``alpha * KD + (1 - alpha) * CE`` against the
-aggregated soft targets of ``distill.teachers`` (the distillation objective, store and aggregators; targets
-are always precomputed, as batches carry features rather than text). Validation uses StageModule's metrics.
+An adapter is a student like any other (:class:`tmkd.modules.base.StageModule` trains it, with the same objective,
+teacher source and metrics); only its inputs differ. The frozen encoder (``adapter.encoder``, else
+``model.name_or_path``: a hub id, HF folder or tmkd run folder such as a fine-tuned teacher) runs once per split,
+before ``trainer.fit`` (:class:`~tmkd.features.datamodule.FeatureDataModule`, cached on disk by
+:class:`tmkd.features.FeatureStore`), and batches carry the features as the student's ``inputs``
+(:class:`tmkd.models.adapter_student.AdapterStudent`). Gold CE, or with ``adapter.distill: true``
+``alpha * KD + (1 - alpha) * CE`` against the aggregated soft targets of ``distill.teachers`` served by the usual
+:class:`~tmkd.modules.teachers.TeacherSource` (always precomputed, by ``row_id``: batches carry no text to run the
+teachers on).
 
-``adapter.ensemble_with`` names a fine-tuned model whose dev logits (through the soft-target cache) are averaged
-with the adapter's (:func:`tmkd.models.adapter.ensemble_logits`, ``adapter.ensemble_weight`` = the adapter's
-share); metrics.json reports the adapter alone, the model alone and the ensemble.
+What an adapter adds is two callbacks (the module's ``extras``): :class:`AdapterFacts` (metrics.json's ``adapter``
+entry: encoder, layers, trainable size, learned layer mix; the feature pass's counters) and :class:`EnsembleWith`
+(``adapter.ensemble_with`` names a fine-tuned model whose dev logits, through the soft-target cache, are averaged
+with the adapter's, :func:`tmkd.models.adapter.ensemble_logits`, ``adapter.ensemble_weight`` = the adapter's share;
+metrics.json reports the adapter alone, the model alone and the ensemble).
 
-Span (QA) tasks train a ``output="spans"`` adapter through the fine-tuning path instead (:class:`SpanAdapterModule`):
-per-token states are not cached (see :mod:`tmkd.features.cache`) but streamed from the frozen encoder every step
-under ``no_grad`` (:meth:`tmkd.features.FrozenEncoder.hidden_states`), and the model the module trains is the QA
-teacher wrapper (:class:`tmkd.models.adapter_teacher.AdapterForQuestionAnswering`), so batches, windows, loss,
-EM/F1 and ``predictions.json`` are the QA fine-tune's. ``adapter.distill`` and ``adapter.ensemble_with`` are
+Span (QA) tasks train a ``output="spans"`` adapter as a QA student instead
+(:class:`tmkd.models.adapter_student.SpanAdapterStudent`): per-token states are not cached (see
+:mod:`tmkd.features.cache`) but streamed from the frozen encoder every step under ``no_grad``, so batches, windows,
+loss, EM/F1 and ``predictions.json`` are the QA fine-tune's. ``adapter.distill`` and ``adapter.ensemble_with`` are
 classification-only for now.
 
 Export: ``<run>/hf`` holds :func:`tmkd.models.adapter.save_adapter`'s files (the adapter, its config naming the
@@ -29,32 +32,28 @@ adapter's export loads as a QA teacher (:func:`tmkd.models.adapter_teacher.load_
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
-from torch import Tensor, nn
+from torch import Tensor
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from tmkd.data.datamodule import STUDENT
 from tmkd.data.tasks import TaskSpec
 from tmkd.distill.aggregators import Aggregator
 from tmkd.distill.ensemble import TeacherEnsemble
-from tmkd.distill.objective import Step, gold_objective, objective_from_distill
+from tmkd.distill.objective import gold_objective, objective_from_distill
 from tmkd.distill.targets import SoftTargetStore
 from tmkd.features import FeatureStore, FrozenEncoder
 from tmkd.features.datamodule import FeatureDataModule
-from tmkd.models.adapter import (
-    HiddenStateAdapter,
-    ensemble_logits,
-    load_encoder,
-    save_adapter,
-)
-from tmkd.models.adapter_teacher import AdapterForQuestionAnswering
+from tmkd.models.adapter import HiddenStateAdapter, ensemble_logits, load_encoder
+from tmkd.models.adapter_student import AdapterStudent, SpanAdapterStudent
 from tmkd.models.build import resolve_path
-from tmkd.modules.base import FineTuneModule, OptimConfig, StageModule
+from tmkd.modules.base import OptimConfig, StageModule, require_labels
 from tmkd.modules.distill import DistillConfig
+from tmkd.modules.teachers import TeacherSource
 
 ADAPTER = "adapter"
 ENSEMBLE_MEMBER = "ensemble_with"  # the fine-tuned model's name in its one-member TeacherEnsemble
@@ -92,204 +91,125 @@ class AdapterSettings:
         return cls(**data)
 
 
-class AdapterExport(nn.Module):
-    """What ``train.run`` exports: ``save_pretrained(dir)`` writes :func:`save_adapter`'s files, and its
-    parameters are the adapter's alone (the run's trainable parameters, as metrics.json reports them)."""
+class AdapterFacts(pl.Callback):
+    """metrics.json's adapter facts: the ``adapter`` entry (:func:`adapter_facts`), the frozen encoder's forward
+    passes and, for cached features, the feature pass's time and cache hits."""
 
-    def __init__(self, adapter: HiddenStateAdapter, encoder: str, encoder_fingerprint: str,
-                 tokenizer: PreTrainedTokenizerBase, id2label: dict[int, str], max_length: int) -> None:
-        super().__init__()
+    def __init__(self, adapter: HiddenStateAdapter, encoder_name: str, encoder: FrozenEncoder,
+                 store: FeatureStore | None = None, **extra: Any) -> None:
         self.adapter = adapter
-        self.encoder = encoder
-        self.encoder_fingerprint = encoder_fingerprint
-        self.tokenizer = tokenizer
-        self.id2label = id2label
-        self.max_length = max_length
-
-    def save_pretrained(self, out_dir: str | Path) -> Path:
-        return save_adapter(self.adapter, self.encoder, out_dir, id2label=self.id2label, max_length=self.max_length,
-                            encoder_fingerprint=self.encoder_fingerprint, tokenizer=self.tokenizer)
-
-
-class AdapterModule(StageModule):
-    """Trains a :class:`HiddenStateAdapter` (``self.model``: the checkpoint holds the adapter only) from batches
-    of cached features; the frozen encoder, teachers and ensemble model live outside the state dict."""
-
-    def __init__(self, adapter: HiddenStateAdapter, task: TaskSpec, optim: OptimConfig, store: FeatureStore,
-                 encoder_name: str, max_length: int, *, teachers: TeacherEnsemble | None = None,
-                 distill: DistillConfig | None = None, aggregator: Aggregator | None = None,
-                 ensemble_with: TeacherEnsemble | None = None, ensemble_weight: float = 0.5,
-                 targets_cache_dir: str | None = None) -> None:
-        """``targets_cache_dir``: the soft-target cache of teachers and the ensemble model (None: not cached)."""
-        super().__init__(adapter, task, optim, view=STUDENT)  # type: ignore[arg-type]  # an nn.Module, not HF
-        if task.kind != "classification":
-            raise ValueError(f"AdapterModule trains classification tasks from cached features; {task.name!r} is "
-                             f"{task.kind!r} (span adapters train with SpanAdapterModule, on streamed states)")
-        if (teachers is None) != (distill is None):
-            raise ValueError("adapter distillation needs both teachers and a distill config")
-        self.store = store
         self.encoder_name = encoder_name
-        self.encoder_fingerprint = store.encoder.fingerprint()
-        self.max_length = max_length
-        self.kd_teachers = teachers
-        self.cfg = distill
-        # the distillation objective (alpha * KD + (1 - alpha) * CE), or the gold loss alone; no hidden-state term:
-        # the adapter has no hidden states of its own to match
-        self.objective = gold_objective() if distill is None else objective_from_distill(
-            alpha=distill.alpha, temperature=distill.temperature, loss=distill.loss, labelled=True,
-            aggregator=aggregator or "mean")
-        self.objective.bind(adapter, teachers)
-        self.targets = (SoftTargetStore(teachers, task, max_length, targets_cache_dir)
-                        if teachers is not None else None)
-        self._train_targets: Tensor | None = None  # [rows, T, C]
-        self.teacher_scores: dict[str, dict[str, float]] = {}
-        self.ensemble_with = ensemble_with
-        self.ensemble_weight = ensemble_weight
-        self.ensemble_targets = (SoftTargetStore(ensemble_with, task, max_length, targets_cache_dir)
-                                 if ensemble_with is not None else None)
+        self.encoder = encoder
+        self.store = store
+        self.extra = extra  # e.g. pooling / output, shown in the ``adapter`` entry
 
-    # --- data ------------------------------------------------------------------------------------
-    def predict_logits(self, inputs: dict[str, Tensor]) -> Tensor:
-        """``inputs`` is a feature batch (``features`` [B, layers, hidden])."""
-        return self.model(inputs["features"])
+    def facts(self, pl_module: pl.LightningModule) -> dict[str, Any]:
+        facts: dict[str, Any] = {"adapter": adapter_facts(self.adapter, self.encoder_name, **self.extra),
+                                 "encoder_forward_batches": self.encoder.forward_batches}
+        if self.store is not None:
+            facts["feature_seconds"] = round(self.store.seconds, 2)
+            facts["feature_cache"] = {"hits": self.store.hits, "misses": self.store.misses}
+        return facts
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self.val_metrics[dataloader_idx].update(self.predict_logits(batch), batch)
 
-    def on_fit_start(self) -> None:
-        if self.kd_teachers is None:
-            return
-        dm = self.trainer.datamodule
-        self.kd_teachers.to(self.device, torch.bfloat16 if self.device.type == "cuda" else None)
-        assert self.targets is not None
-        for split in self.task.eval_splits:  # the teachers' own dev scores, next to the adapter's
-            logits = self.targets.split_logits(dm.raw[split], split, self.device)
-            prefix = self.task.split_prefix(split)
-            for i, name in enumerate(self.kd_teachers.names):
-                scores = self.kind.score(self.task, dm, split, logits[:, i])
-                self.teacher_scores.setdefault(name, {}).update({f"{prefix}/{k}": v for k, v in scores.items()})
-        train = self.task.train_split
-        self._train_targets = self.targets.split_logits(dm.raw[train], train, self.device).to(self.device)
-        self.kd_teachers.to("cpu")  # targets are in memory now: give the memory back
+class EnsembleWith(pl.Callback):
+    """``adapter.ensemble_with``: the dev scores of the adapter, of a fine-tuned model (its logits through the
+    soft-target store) and of their weighted mean of logits, per eval split, reported once the best checkpoint is
+    loaded. Remembers the datamodule of the fit (feature batches for the adapter, raw splits for the model)."""
 
-    # --- loss ------------------------------------------------------------------------------------
-    def training_loss(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
-        logits = self.predict_logits(batch)
-        teacher_logits = None
-        if self.cfg is not None:
-            if self._train_targets is None:
-                raise RuntimeError("soft targets were not prepared (on_fit_start did not run)")
-            teacher_logits = self._train_targets[batch["row_id"].to(self._train_targets.device)].transpose(0, 1)
-            teacher_logits = teacher_logits.float()
-        return self.objective(Step(self.kind, logits, batch["labels"], teacher_logits))
+    def __init__(self, model: TeacherEnsemble, task: TaskSpec, max_length: int, weight: float,
+                 cache_dir: str | None) -> None:
+        self.model = model  # a one-member ensemble
+        self.task = task
+        self.weight = weight
+        self.store = SoftTargetStore(model, task, max_length, cache_dir)
+        self.datamodule: FeatureDataModule | None = None
 
-    # --- evaluation, ensembling, export --------------------------------------------------------------
-    def _datamodule(self, datamodule: FeatureDataModule | None) -> FeatureDataModule:
-        return datamodule if datamodule is not None else self.trainer.datamodule
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.datamodule = trainer.datamodule  # type: ignore[attr-defined]
 
     @torch.no_grad()
-    def adapter_logits(self, split: str, datamodule: FeatureDataModule | None = None) -> Tensor:
-        """The adapter's logits for every row of ``split`` (row order), from the cached features."""
-        dm = self._datamodule(datamodule)
-        was_training = self.model.training
-        self.model.eval()
+    def adapter_logits(self, module: StageModule, split: str, dm: FeatureDataModule) -> Tensor:
+        """The student's logits for every row of ``split`` (row order), from the cached features."""
+        was_training = module.model.training
+        module.model.eval()
         try:
-            out = [self.model(b["features"].to(self.device)).float().cpu() for b in dm.split_loader(split)]
+            out = [module.predict_logits({k: v.to(module.device) for k, v in b["inputs"][module.view].items()})
+                   .float().cpu() for b in dm.split_loader(split)]
         finally:
-            self.model.train(was_training)
+            module.model.train(was_training)
         return torch.cat(out)
 
-    def dev_logits(self, split: str, datamodule: FeatureDataModule | None = None) -> dict[str, Tensor]:
-        """``adapter``, ``model`` (the fine-tuned ``ensemble_with``) and ``ensemble`` logits for ``split``
-        (the trainer's datamodule unless one is given)."""
-        if self.ensemble_targets is None or self.ensemble_with is None:
-            raise ValueError("adapter.ensemble_with is not set: there is no model to ensemble with")
-        dm = self._datamodule(datamodule)
-        self.ensemble_with.to(self.device)
+    def dev_logits(self, module: StageModule, split: str, datamodule: FeatureDataModule | None = None
+                   ) -> dict[str, Tensor]:
+        """``adapter``, ``model`` (the fine-tuned ``ensemble_with``) and ``ensemble`` logits for ``split`` (the fit's
+        datamodule unless one is given)."""
+        dm = datamodule if datamodule is not None else self.datamodule
+        if dm is None:
+            raise RuntimeError("EnsembleWith has no datamodule: pass one, or call it after trainer.fit")
+        self.model.to(module.device)
         try:
-            model = self.ensemble_targets.split_logits(dm.raw[split], split, self.device)[:, 0].float().cpu()
+            model = self.store.split_logits(dm.raw[split], split, module.device)[:, 0].float().cpu()
         finally:
-            self.ensemble_with.to("cpu")
-        adapter = self.adapter_logits(split, dm)
-        return {"adapter": adapter, "model": model,
-                "ensemble": ensemble_logits(adapter, model, self.ensemble_weight)}
+            self.model.to("cpu")
+        adapter = self.adapter_logits(module, split, dm)
+        return {"adapter": adapter, "model": model, "ensemble": ensemble_logits(adapter, model, self.weight)}
 
-    def _scores(self, logits: Tensor, labels: Tensor) -> dict[str, float]:
-        evaluator = self.kind.evaluator(self.task)
-        evaluator.update(logits, {"labels": labels})
-        return evaluator.compute(None, "")
-
-    def ensemble_metrics(self) -> dict[str, Any]:
-        """Dev metrics of adapter alone, model alone and their weighted mean of logits, per eval split."""
-        out: dict[str, Any] = {}
-        dm = self.trainer.datamodule
+    def facts(self, pl_module: pl.LightningModule) -> dict[str, Any]:
+        module: StageModule = pl_module  # type: ignore[assignment]
+        scores: dict[str, Any] = {}
+        assert self.datamodule is not None, "EnsembleWith.facts runs after trainer.fit"
         for split in self.task.eval_splits:
-            labels = torch.as_tensor(dm.raw[split][self.task.label_column])
+            labels = torch.as_tensor(self.datamodule.raw[split][self.task.label_column])
             prefix = self.task.split_prefix(split)
-            for who, logits in self.dev_logits(split).items():
-                out.setdefault(who, {}).update({f"{prefix}/{k}": v for k, v in self._scores(logits, labels).items()})
-        return out
-
-    def extra_metrics(self) -> dict[str, Any]:
-        store = self.store
-        metrics: dict[str, Any] = {
-            "adapter": adapter_facts(self.model, self.encoder_name, pooling=self.model.config.pooling),
-            "feature_seconds": round(store.seconds, 2),
-            "encoder_forward_batches": store.encoder.forward_batches,
-            "feature_cache": {"hits": store.hits, "misses": store.misses},
-        }
-        if self.kd_teachers is not None and self.targets is not None:
-            metrics["teachers"] = {t["name"]: {**t, **self.teacher_scores.get(t["name"], {})}
-                                   for t in self.kd_teachers.describe()}
-            metrics["soft_target_cache"] = {"hits": self.targets.hits, "misses": self.targets.misses}
-            metrics["teacher_forward_batches"] = self.kd_teachers.forward_batches
-        if self.ensemble_with is not None:
-            metrics["ensemble"] = {"with": self.ensemble_with.teachers[0].source, "weight": self.ensemble_weight,
-                                   **self.ensemble_metrics()}
-        return metrics
-
-    def export_model(self) -> AdapterExport:  # type: ignore[override]
-        return AdapterExport(self.model, self.encoder_name, self.encoder_fingerprint, self.store.tokenizer,
-                             dict(self.task.id2label), self.max_length)
+            for who, logits in self.dev_logits(module, split).items():
+                evaluator = module.kind.evaluator(self.task)
+                evaluator.update(logits, {"labels": labels})
+                scores.setdefault(who, {}).update(
+                    {f"{prefix}/{k}": v for k, v in evaluator.compute(None, "").items()})
+        return {"ensemble": {"with": self.model.teachers[0].source, "weight": self.weight, **scores}}
 
 
-class SpanAdapterModule(FineTuneModule):
-    """Trains a span adapter on a frozen encoder's per-token states, streamed each step: ``self.model`` is
-    :class:`AdapterForQuestionAnswering` (frozen encoder + adapter, HF ``QuestionAnsweringModelOutput``), so the
-    QA fine-tune's batches, gold loss, EM/F1 and predictions apply unchanged. The encoder has ``requires_grad``
-    off and stays in eval mode (:meth:`FrozenEncoder.train`), so only the adapter reaches the optimiser; its
-    states are computed under ``no_grad``. The checkpoint holds the encoder's weights too (as the teacher's
-    ``state_dict`` does); the export holds the adapter alone."""
+def adapter_module(student: AdapterStudent, task: TaskSpec, optim: OptimConfig | None, store: FeatureStore, *,
+                   teachers: TeacherEnsemble | None = None, distill: DistillConfig | None = None,
+                   aggregator: Aggregator | str | dict | None = None, ensemble_with: TeacherEnsemble | None = None,
+                   ensemble_weight: float = 0.5, targets_cache_dir: str | None = None) -> StageModule:
+    """The training module of a classification adapter on cached features: gold CE, or with ``teachers`` and
+    ``distill`` the distillation objective with targets served by ``row_id``; ``ensemble_with``: a one-member
+    ensemble to report the adapter + model ensemble with. ``targets_cache_dir``: the soft-target cache of teachers
+    and the ensemble model (None: not cached on disk)."""
+    if task.kind != "classification":
+        raise ValueError(f"an adapter on cached features trains classification tasks; {task.name!r} is "
+                         f"{task.kind!r} (span adapters train with span_adapter_module, on streamed states)")
+    if (teachers is None) != (distill is None):
+        raise ValueError("adapter distillation needs both teachers and a distill config")
+    source = None
+    objective = gold_objective()
+    if distill is not None:
+        if distill.hidden_weight > 0:
+            raise ValueError(f"distill.hidden.weight={distill.hidden_weight}, but an adapter has no hidden states of "
+                             "its own to match (its encoder is frozen): set distill.hidden.weight=0")
+        objective = objective_from_distill(alpha=distill.alpha, temperature=distill.temperature, loss=distill.loss,
+                                           labelled=True, aggregator=aggregator or "mean")
+        # feature batches carry no text to run the teachers on: the train split's targets are always precomputed
+        source = TeacherSource(teachers, task, student.max_length, targets_cache_dir,  # type: ignore[arg-type]
+                               precompute=True)
+    extras: list[pl.Callback] = [AdapterFacts(student.adapter, student.encoder, store.encoder, store,
+                                              pooling=student.config.pooling)]
+    if ensemble_with is not None:
+        extras.append(EnsembleWith(ensemble_with, task, student.max_length, ensemble_weight, targets_cache_dir))
+    return StageModule(student, task, optim, STUDENT, objective=objective, teachers=source,  # type: ignore[arg-type]
+                       extras=extras)
 
-    def __init__(self, model: AdapterForQuestionAnswering, task: TaskSpec, optim: OptimConfig, encoder_name: str,
-                 tokenizer: PreTrainedTokenizerBase, max_length: int) -> None:
-        if task.kind != "qa":
-            raise ValueError(f"SpanAdapterModule trains span (qa) tasks; {task.name!r} is {task.kind!r}")
-        if model.model.adapter.config.output != "spans":
-            raise ValueError("SpanAdapterModule needs a spans adapter")
-        super().__init__(model, task, optim, view=STUDENT)  # type: ignore[arg-type]  # an nn.Module, not HF
-        self.encoder_name = encoder_name
-        self.encoder_fingerprint = model.model.encoder.fingerprint()
-        self.tokenizer = tokenizer
-        self.max_length = max_length
 
-    @property
-    def adapter(self) -> HiddenStateAdapter:
-        return self.model.model.adapter
-
-    @property
-    def encoder(self) -> FrozenEncoder:
-        return self.model.model.encoder
-
-    def extra_metrics(self) -> dict[str, Any]:
-        return {
-            "adapter": adapter_facts(self.adapter, self.encoder_name, output="spans"),
-            "encoder_forward_batches": self.encoder.forward_batches,
-        }
-
-    def export_model(self) -> AdapterExport:  # type: ignore[override]
-        return AdapterExport(self.adapter, self.encoder_name, self.encoder_fingerprint, self.tokenizer, {},
-                             self.max_length)
+def span_adapter_module(student: SpanAdapterStudent, task: TaskSpec, optim: OptimConfig | None) -> StageModule:
+    """The training module of a span adapter on streamed states: a QA fine-tune of the adapter student."""
+    if task.kind != "qa":
+        raise ValueError(f"a span adapter trains span (qa) tasks; {task.name!r} is {task.kind!r}")
+    require_labels(task, "adapter")
+    facts = AdapterFacts(student.adapter, student.encoder_name, student.model.encoder, output="spans")
+    return StageModule(student, task, optim, STUDENT, objective=gold_objective(),  # type: ignore[arg-type]
+                       extras=[facts])
 
 
 def adapter_facts(adapter: HiddenStateAdapter, encoder_name: str, **extra: Any) -> dict[str, Any]:

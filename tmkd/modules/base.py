@@ -6,8 +6,10 @@ terms); optionally the ``teachers`` (:class:`tmkd.modules.teachers.TeacherSource
 soft targets) and the ``heads`` (:class:`tmkd.modules.heads.SingleHead`, or ``TeacherHeads``: one per teacher).
 Fine-tuning is this module with no teachers and the gold loss alone (:class:`FineTuneModule`); every distillation
 method is this module with teachers and KD terms (:func:`tmkd.modules.distill.distillation_module`). Pruning is a
-callback that adds parameter groups (``param_groups(pl_module)``). Modules that train something other than an HF
-model (adapters on cached features) override ``training_loss`` and ``predict_logits``.
+callback that adds parameter groups (``param_groups(pl_module)``). A student other than an HF model (an adapter on
+cached features, :mod:`tmkd.models.adapter_student`) only needs the HF calling shape (``model(**inputs)`` -> an output
+with ``.logits``) and, when it is not itself what is exported, an ``export_model()``; what a stage reports beyond
+scores comes from ``extras`` (callbacks with ``facts(module)``, e.g. :mod:`tmkd.modules.adapter`'s).
 What depends on the task kind (logits layout, gold loss, validation metrics) comes from ``tmkd.data.kinds``:
 classification logits are [B, C] scored by torchmetrics; QA logits are [B, 2, S], collected per window over
 the epoch, post-processed into answers and scored by the official SQuAD evaluation.
@@ -15,7 +17,7 @@ the epoch, post-processed into answers and scored by the official SQuAD evaluati
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,12 +55,13 @@ class StageModule(pl.LightningModule):
     ``model`` (the HF model of the task's kind) on ``task`` to minimise ``objective``.
 
     ``teachers`` serve the teachers' logits to the terms that need them; ``heads`` say how the student's logits are
-    formed. Without an objective a subclass must override :meth:`training_loss`.
+    formed. ``extras`` are callbacks that travel with the module (handed to the trainer) and add run facts to
+    metrics.json through ``facts(module) -> dict``. Without an objective a subclass must override :meth:`training_loss`.
     """
 
     def __init__(self, model: PreTrainedModel, task: TaskSpec, optim: OptimConfig | None = None,
                  view: str = STUDENT, *, objective: Objective | None = None, teachers: TeacherSource | None = None,
-                 heads: SingleHead | TeacherHeads | None = None) -> None:
+                 heads: SingleHead | TeacherHeads | None = None, extras: Sequence[pl.Callback] = ()) -> None:
         super().__init__()
         self.model = model.train()  # from_pretrained returns eval mode; Lightning keeps modes as found
         self.task = task
@@ -67,6 +70,7 @@ class StageModule(pl.LightningModule):
         self.kind = get_kind(task.kind)
         self.labelled = task.train_labelled  # False: batches carry no labels
         self.teachers = teachers
+        self.extras = list(extras)
         if objective is not None:
             if not task.train_labelled:
                 objective.check_label_free(task.name)
@@ -105,12 +109,16 @@ class StageModule(pl.LightningModule):
         return self.heads.predict(self.model, self.kind, inputs)
 
     def configure_callbacks(self) -> list[pl.Callback]:
-        """The teacher source prepares the soft targets from the trainer's datamodule at the start of a fit."""
-        return [self.teachers] if self.teachers is not None else []
+        """The teacher source prepares the soft targets from the trainer's datamodule at the start of a fit; the
+        extras come along."""
+        return ([self.teachers] if self.teachers is not None else []) + self.extras
 
     def extra_metrics(self) -> dict[str, Any]:
-        """Run facts for metrics.json beyond the student's scores (with teachers: theirs)."""
-        return self.teachers.facts() if self.teachers is not None else {}
+        """Run facts for metrics.json beyond the student's scores (with teachers: theirs; then each extra's)."""
+        facts = self.teachers.facts() if self.teachers is not None else {}
+        for extra in self.extras:
+            facts.update(extra.facts(self))  # type: ignore[attr-defined]
+        return facts
 
     def eval_outputs(self) -> dict[str, Any]:
         """Files of the last validation (QA: ``predictions.json``, ``na_probs.json`` of the first eval split;
@@ -129,8 +137,11 @@ class StageModule(pl.LightningModule):
         return {split: table for split, table in tables.items() if table is not None}
 
     def export_model(self) -> PreTrainedModel:
-        """The single HF classifier to ``save_pretrained`` (multi-head students fold their heads here)."""
-        return self.heads.fold(self.model)
+        """The single model to ``save_pretrained`` (multi-head students fold their heads here; a student that is
+        not itself its export, such as a span adapter with its frozen encoder, gives it by ``export_model()``)."""
+        model = self.heads.fold(self.model)
+        export = getattr(model, "export_model", None)
+        return export() if callable(export) else model
 
     # --- loop ------------------------------------------------------------------------------------
     def forward(self, inputs: dict[str, Tensor]) -> Tensor:

@@ -1,6 +1,7 @@
-"""Build ``method: adapter`` stages from a composed config: a hidden-state adapter on a frozen encoder (cached
-features, classification; :class:`tmkd.modules.adapter.AdapterModule`) or on streamed per-token states (span / QA;
-:class:`tmkd.modules.adapter.SpanAdapterModule`)."""
+"""Build ``method: adapter`` stages from a composed config: a hidden-state adapter student on a frozen encoder
+(cached features, classification; :func:`tmkd.modules.adapter.adapter_module`) or on streamed per-token states (span
+/ QA; :func:`tmkd.modules.adapter.span_adapter_module`), both trained by the one
+:class:`~tmkd.modules.base.StageModule`."""
 
 from __future__ import annotations
 
@@ -15,23 +16,23 @@ from tmkd.distill.objective import aggregator_for
 from tmkd.features import FeatureStore
 from tmkd.features.datamodule import FeatureViews
 from tmkd.models.adapter import AdapterConfig, AdapterWithEncoder, HiddenStateAdapter
-from tmkd.models.adapter_teacher import AdapterForQuestionAnswering
+from tmkd.models.adapter_student import AdapterStudent, SpanAdapterStudent
 from tmkd.models.build import check_max_length, usable_positions
 from tmkd.modules.adapter import (
     ENSEMBLE_MEMBER,
-    AdapterModule,
     AdapterSettings,
-    SpanAdapterModule,
+    adapter_module,
     build_frozen_encoder,
     encoder_reference,
+    span_adapter_module,
 )
-from tmkd.modules.base import OptimConfig
+from tmkd.modules.base import OptimConfig, StageModule
 from tmkd.pipeline.distill_factory import build_teachers, check_teacher_lengths, distill_config, select_teachers
 from tmkd.pipeline.settings import plain
 
 
 def build_adapter_module(cfg: DictConfig, task: TaskSpec, optim: OptimConfig
-                         ) -> tuple[AdapterModule, dict[str, PreTrainedTokenizerBase]]:
+                         ) -> tuple[StageModule, dict[str, PreTrainedTokenizerBase]]:
     """The adapter module and its views (:class:`~tmkd.features.datamodule.FeatureViews`: they carry the features)."""
     settings = AdapterSettings.from_config(plain(cfg.get("adapter")))
     if task.kind == "qa":
@@ -60,14 +61,15 @@ def build_adapter_module(cfg: DictConfig, task: TaskSpec, optim: OptimConfig
     if settings.ensemble_with:
         ensemble = build_teachers([{"name": ENSEMBLE_MEMBER, "name_or_path": settings.ensemble_with}], task)
         ensemble.assign_views(STUDENT, tokenizer)
-    module = AdapterModule(adapter, task, optim, store, name, max_length, teachers=teachers, distill=dcfg,
-                           aggregator=aggregator, ensemble_with=ensemble, ensemble_weight=settings.ensemble_weight,
-                           targets_cache_dir=node.get("cache_dir") if node.get("cache", True) else None)
+    student = AdapterStudent(adapter, name, encoder.fingerprint(), tokenizer, dict(task.id2label), max_length)
+    module = adapter_module(student, task, optim, store, teachers=teachers, distill=dcfg, aggregator=aggregator,
+                            ensemble_with=ensemble, ensemble_weight=settings.ensemble_weight,
+                            targets_cache_dir=node.get("cache_dir") if node.get("cache", True) else None)
     return module, FeatureViews({STUDENT: tokenizer}, store)
 
 
 def build_span_adapter_module(cfg: DictConfig, task: TaskSpec, optim: OptimConfig, settings: AdapterSettings
-                              ) -> tuple[SpanAdapterModule, dict[str, PreTrainedTokenizerBase]]:
+                              ) -> tuple[StageModule, dict[str, PreTrainedTokenizerBase]]:
     """A span adapter on streamed per-token states, trained like a QA fine-tune (its views: the tokenizer)."""
     refused = [k for k, on in (("distill", settings.distill), ("ensemble_with", settings.ensemble_with)) if on]
     if refused:  # before loading anything
@@ -82,6 +84,6 @@ def build_span_adapter_module(cfg: DictConfig, task: TaskSpec, optim: OptimConfi
         skip=settings.skip, dropout=settings.dropout))
     max_length = int(cfg.data.max_length or task.max_length)
     check_max_length(encoder.model.config, max_length, f"encoder {name}")
-    model = AdapterForQuestionAnswering(AdapterWithEncoder(encoder, adapter))
-    module = SpanAdapterModule(model, task, optim, name, tokenizer, max_length)
+    student = SpanAdapterStudent(AdapterWithEncoder(encoder, adapter), name, tokenizer, max_length)
+    module = span_adapter_module(student, task, optim)
     return module, {STUDENT: tokenizer}
