@@ -110,3 +110,10 @@ def tok():
 
     return synthetic_tokenizer()
 
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """End-to-end (``slow``) tests first, in their collected order: pytest-xdist hands tests out in this order, so the
+    long ones start early and the short ones fill the gaps, instead of a long test starting last and leaving one
+    worker alone at the end (longest-first scheduling)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
