@@ -69,6 +69,8 @@ def compose_cfg(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
 
+    import tmkd.pipeline.compose  # noqa: F401  (registers tmkd's config resolvers, as `python -m tmkd.run` does)
+
     def _compose(overrides: list[str] | None = None, output_dir: Path | None = None) -> DictConfig:
         out = output_dir or tmp_path / "run"
         GlobalHydra.instance().clear()
