@@ -18,6 +18,7 @@ arguments (``weight`` first); a config file under ``configs/objective/`` then ad
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,24 +112,17 @@ class GoldLoss(Term):
         return step.kind.gold_loss(step.prediction, step.labels)
 
 
-@TERMS.register("kd")
-class KDLoss(Term):
-    """A KD loss at ``temperature`` against the teachers' aggregated soft target (per head: its own teacher).
+class SoftTargetTerm(Term):
+    """A term that learns the teachers' mixed soft targets (``kd``, ``dist``): owns the aggregator (``weighted``
+    without weights takes the teachers' own ``weight``\\ s at :meth:`bind`), its label-free check, and the pairing
+    of student logits with targets (m-o-m: head ``i`` with teacher ``i`` alone, averaged over heads)."""
 
-    ``aggregator``: an :class:`Aggregator`, or a registered name / ``{"name": ..., **options}``; ``weighted``
-    without weights takes the teachers' own ``weight``\\ s (at :meth:`bind`).
-    """
-
-    name = "kd"
     needs_teachers = True
 
-    def __init__(self, weight: float = 1.0, loss: str = "kl", temperature: float = 2.0,
+    def __init__(self, weight: float, temperature: float,
                  aggregator: Aggregator | str | dict[str, Any] | None = None) -> None:
         super().__init__(weight)
-        if not temperature > 0:
-            raise ValueError(f"distill.temperature must be positive, got {temperature}")
-        self.temperature = float(temperature)
-        self.loss = build_kd_loss(loss)
+        self.temperature = temperature
         # a name or dict waits for bind() when it is ``weighted`` without weights (the teachers' own)
         self._aggregator_spec = None if isinstance(aggregator, Aggregator) else aggregator
         self.aggregator = aggregator if isinstance(aggregator, Aggregator) else None
@@ -145,18 +139,37 @@ class KDLoss(Term):
     def label_free_problem(self) -> str | None:
         return aggregator_label_problem(self.aggregator)
 
-    def forward(self, step: Step) -> Tensor:
+    def per_target(self, step: Step, loss: Callable[[Tensor, Any], Tensor]) -> Tensor:
+        """``loss(student logits, target)`` against the mixed target, or per head (mean over heads)."""
         if step.teacher_logits is None:
-            raise ValueError("objective term 'kd' needs the teachers' logits, but the step has none")
+            raise ValueError(f"objective term {self.name!r} needs the teachers' logits, but the step has none")
         t = self.temperature
         if step.per_head:
-            return torch.stack([
-                self.loss(step.logits[i].float(), self._per_head(step.teacher_logits[i:i + 1], step.labels, t), t)
-                for i in range(step.logits.shape[0])
-            ]).mean()
+            return torch.stack([loss(step.logits[i], self._per_head(step.teacher_logits[i:i + 1], step.labels, t))
+                                for i in range(step.logits.shape[0])]).mean()
         assert self.aggregator is not None, "bind() was not called"
-        target = self.aggregator(step.teacher_logits, step.labels, t)
-        return self.loss(step.logits.float(), target, t)
+        return loss(step.logits, self.aggregator(step.teacher_logits, step.labels, t))
+
+
+@TERMS.register("kd")
+class KDLoss(SoftTargetTerm):
+    """A KD loss at ``temperature`` against the teachers' aggregated soft target (per head: its own teacher).
+
+    ``aggregator``: an :class:`Aggregator`, or a registered name / ``{"name": ..., **options}``; ``weighted``
+    without weights takes the teachers' own ``weight``\\ s (at :meth:`bind`).
+    """
+
+    name = "kd"
+
+    def __init__(self, weight: float = 1.0, loss: str = "kl", temperature: float = 2.0,
+                 aggregator: Aggregator | str | dict[str, Any] | None = None) -> None:
+        if not temperature > 0:
+            raise ValueError(f"distill.temperature must be positive, got {temperature}")
+        super().__init__(weight, float(temperature), aggregator)
+        self.loss = build_kd_loss(loss)
+
+    def forward(self, step: Step) -> Tensor:
+        return self.per_target(step, lambda logits, target: self.loss(logits.float(), target, self.temperature))
 
 
 def aggregator_label_problem(agg: Aggregator | None) -> str | None:
@@ -187,7 +200,7 @@ def aggregator_for(spec: str | dict[str, Any] | None, teacher_weights: list[floa
 
 
 @TERMS.register("dist")
-class DISTLoss(Term):
+class DISTLoss(SoftTargetTerm):
     """DIST (Huang et al., "Knowledge Distillation from A Stronger Teacher", NeurIPS 2022): match *relations*
     rather than exact probabilities, with ``p = softmax(z / temperature)`` for the student and the (aggregated)
     teachers' soft target (per head: its own teacher)::
@@ -204,33 +217,19 @@ class DISTLoss(Term):
     """
 
     name = "dist"
-    needs_teachers = True
     EPS = 1e-8
 
     def __init__(self, weight: float = 1.0, beta: float = 1.0, gamma: float = 1.0, temperature: float = 1.0,
                  aggregator: str | dict[str, Any] | None = None) -> None:
         """``aggregator``: how the teachers mix into the target (a registered name or ``{"name": ..., **options}``;
         None: mean); ``configs/objective/dist.yaml`` sets it to ``distill.aggregator``, the one ``kd`` uses."""
-        super().__init__(weight)
         if not (beta >= 0 and gamma >= 0) or beta + gamma == 0:
             raise ValueError(f"objective term 'dist': beta and gamma must be >= 0 and not both 0, got beta={beta}, "
                              f"gamma={gamma}")
         if not temperature > 0:
             raise ValueError(f"objective term 'dist': temperature must be positive, got {temperature}")
-        self.beta, self.gamma, self.temperature = float(beta), float(gamma), float(temperature)
-        # as for 'kd': ``weighted`` without weights waits for bind() (the teachers' own)
-        self._aggregator_spec = aggregator
-        self.aggregator = None if _is_default_weighted(aggregator) else aggregator_for(aggregator, None)
-        self._per_head = build_aggregator("mean")
-
-    def bind(self, student: nn.Module, teachers: TeacherEnsemble | None) -> None:
-        super().bind(student, teachers)
-        if self.aggregator is None:
-            assert teachers is not None
-            self.aggregator = aggregator_for(self._aggregator_spec, teachers.weights)
-
-    def label_free_problem(self) -> str | None:
-        return aggregator_label_problem(self.aggregator)
+        super().__init__(weight, float(temperature), aggregator)
+        self.beta, self.gamma = float(beta), float(gamma)
 
     @classmethod
     def pearson(cls, a: Tensor, b: Tensor) -> Tensor:
@@ -251,16 +250,7 @@ class DISTLoss(Term):
         return self.temperature**2 * (self.beta * inter + self.gamma * intra)
 
     def forward(self, step: Step) -> Tensor:
-        if step.teacher_logits is None:
-            raise ValueError("objective term 'dist' needs the teachers' logits, but the step has none")
-        t = self.temperature
-        if step.per_head:
-            return torch.stack([
-                self.relation_loss(step.logits[i], self._per_head(step.teacher_logits[i:i + 1], step.labels, t).probs)
-                for i in range(step.logits.shape[0])
-            ]).mean()
-        assert self.aggregator is not None, "bind() was not called"
-        return self.relation_loss(step.logits, self.aggregator(step.teacher_logits, step.labels, t).probs)
+        return self.per_target(step, lambda logits, target: self.relation_loss(logits, target.probs))
 
 
 @TERMS.register("hidden")
