@@ -145,8 +145,9 @@ def test_the_run_identity_follows_fraction_and_seed_and_is_unchanged_when_off():
 
 
 def test_held_out_and_train_prime_parts_get_their_own_soft_target_cache_entries():
-    """Soft-target cache keys hold the split's content hash, so train' and the held-out part never reuse the
-    full train split's (or another cut's) targets."""
+    """Soft-target cache keys hold the split's content hash, so train' and the held-out part get entries of their
+    own, never the full train split's (or another cut's) tensor; rows they share are reused by content
+    (tests/distill/test_targets_reuse.py)."""
     full = load_splits(SYNTH)
     cut, again, other = (load_splits(SYNTH, holdout=h) for h in (TENTH, TENTH, Holdout(0.1, 1)))
     prints = [split_fingerprint(ds, SYNTH) for ds in

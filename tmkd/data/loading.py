@@ -114,6 +114,20 @@ def load_splits(
     return DatasetDict(out)
 
 
+def row_fingerprints(ds: Dataset, task: TaskSpec) -> list[int]:
+    """A 64-bit content hash of each row's texts (column names included), in row order: what a model reads of the
+    row, so a row has the same print in every split, task or cut that holds it (labels are not part of it)."""
+    columns = [ds[col] for col in task.text_columns]
+    names = [col.encode() + b"\0" for col in task.text_columns]
+    prints = []
+    for values in zip(*columns, strict=True):
+        digest = hashlib.sha256()
+        for name, value in zip(names, values, strict=True):
+            digest.update(name + str(value).encode() + b"\x1f")
+        prints.append(int.from_bytes(digest.digest()[:8], "little", signed=True))
+    return prints
+
+
 def split_fingerprint(ds: Dataset, task: TaskSpec, labelled: bool = True) -> str:
     """Content hash of the texts and labels in row order (``datasets`` fingerprints of local files
     follow paths and times, not content, so they are not enough to rule out stale targets).

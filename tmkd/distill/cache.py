@@ -46,6 +46,20 @@ class SoftTargetCache:
 
     def load_with_meta(self, key: str) -> tuple[Tensor, dict[str, Any]] | None:
         """Like :meth:`load`, also returning the metadata saved with the tensor."""
+        entry = self._read(key)
+        return None if entry is None else entry[:2]
+
+    def load_indexed(self, key: str) -> tuple[Tensor, Tensor | None] | None:
+        """The tensor and its row index (one int64 per row, see :meth:`save`; None if saved without one)."""
+        entry = self._read(key)
+        return None if entry is None else (entry[0], entry[2])
+
+    def keys(self, prefix: str) -> list[str]:
+        """The keys that start with ``prefix`` (a family of entries, e.g. one teacher's), sorted."""
+        self.path(prefix)  # the same rule as a key: a prefix cannot glob outside the directory
+        return sorted(p.name[: -len(".pt")] for p in self.root.glob(f"{prefix}*.pt"))
+
+    def _read(self, key: str) -> tuple[Tensor, dict[str, Any], Tensor | None] | None:
         path = self.path(key)
         if not path.exists():
             return None
@@ -64,10 +78,19 @@ class SoftTargetCache:
             meta = json.loads(meta_json)
         except json.JSONDecodeError as exc:
             return self._discard(path, f"bad metadata: {exc}")
-        return tensor, meta
+        index = payload.get("index")
+        if index is not None and (not isinstance(index, Tensor) or index.dtype != torch.long
+                                  or index.shape != tensor.shape[:1]
+                                  or tensor_checksum(index) != payload.get("index_sha256")):
+            return self._discard(path, "damaged row index")
+        return tensor, meta, index
 
-    def save(self, key: str, tensor: Tensor, meta: dict[str, Any] | None = None) -> Path:
-        """Write atomically, so readers (or a crash) never see a half-written entry."""
+    def save(self, key: str, tensor: Tensor, meta: dict[str, Any] | None = None, index: Tensor | None = None
+             ) -> Path:
+        """Write atomically, so readers (or a crash) never see a half-written entry.
+
+        ``index``: an int64 id per row of ``tensor`` (e.g. a content hash of the row's input), so a later split
+        that shares rows can reuse them (:meth:`load_indexed`)."""
         if not isinstance(tensor, Tensor):
             raise TypeError(f"can only cache tensors, got {type(tensor).__name__}")
         path = self.path(key)
@@ -80,6 +103,12 @@ class SoftTargetCache:
             # rejects non-serialisable metadata now rather than at load time.
             "meta": json.dumps(meta or {}, sort_keys=True),
         }
+        if index is not None:
+            if not isinstance(index, Tensor) or index.dtype != torch.long or index.shape != tensor.shape[:1]:
+                got = f"{index.dtype} {tuple(index.shape)}" if isinstance(index, Tensor) else type(index).__name__
+                raise ValueError(f"index must be an int64 tensor of shape ({tensor.shape[0]},), got {got}")
+            payload["index"] = index.detach().cpu().contiguous()
+            payload["index_sha256"] = tensor_checksum(payload["index"])
         with atomic_file(path) as handle:
             torch.save(payload, handle)
         return path

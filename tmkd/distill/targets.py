@@ -2,6 +2,8 @@
 
 The cache key covers the teacher's weights, the split's content, and the tokenisation (tokenizer
 and max length), so a change to any of them computes new targets instead of reading stale ones.
+Classification entries also store a content hash per row, so rows that a teacher has already labelled in another
+split (a held-out cut of the train split, the same dev set read by a derived task) are reused, not run again.
 
 Classification: ``[rows, T, C]`` float32 by ``row_id``. Extractive QA: per student *window* (feature row),
 ``[n_features, T, 2, max_length]`` float16 (start, end), padded to the student's ``max_length`` with
@@ -32,7 +34,7 @@ from transformers import PreTrainedTokenizerBase
 
 from tmkd.data import qa
 from tmkd.data.kinds import get_kind
-from tmkd.data.loading import split_fingerprint
+from tmkd.data.loading import row_fingerprints, split_fingerprint
 from tmkd.data.sampling import length_batches
 from tmkd.data.tasks import TaskSpec
 from tmkd.data.tokenize import SEP, encode, tokenizer_fingerprint, view_lengths
@@ -83,10 +85,55 @@ class SoftTargetStore:
         self.misses = 0
         self.teacher_headroom = 64  # QA: extra tokens for a teacher that splits a window's context finer
 
-    def key(self, teacher_index: int, split: str, data_print: str) -> str:
+    def family(self, teacher_index: int) -> str:
+        """What a teacher's logits for a row depend on besides the row's texts: its weights, its tokenizer and the
+        max length. Every classification entry of a teacher starts with this prefix."""
         t = self.ensemble.teachers[teacher_index]
-        return cache_key(kind="soft_targets/v1", teacher=t.fingerprint, task=self.task.name, split=split,
-                         data=data_print, tokenizer=tokenizer_fingerprint(t.tokenizer), max_length=self.max_length)
+        return cache_key(kind="soft_targets/rows/v1", teacher=t.fingerprint,
+                         tokenizer=tokenizer_fingerprint(t.tokenizer), max_length=self.max_length)
+
+    def key(self, teacher_index: int, texts_print: str) -> str:
+        """A split's entry: the teacher's family and the content hash of the split's texts (not its labels, task
+        or split name, which the logits do not depend on: QNLI dev read by a derived task is the same entry)."""
+        return f"{self.family(teacher_index)}-{cache_key(texts=texts_print)}"
+
+    def _known_rows(self, family: str) -> tuple[Tensor, Tensor]:
+        """Every row this teacher family has already labelled (any split, task or cut): sorted row prints and
+        their logits. Entries of another width or with non-finite values are skipped."""
+        assert self.cache is not None
+        prints, logits = [], []
+        for key in self.cache.keys(family + "-"):
+            entry = self.cache.load_indexed(key)
+            if entry is None or entry[1] is None:
+                continue
+            values, index = entry
+            if values.ndim == 2 and values.shape[1] == self.task.num_labels and bool(torch.isfinite(values).all()):
+                prints.append(index)
+                logits.append(values.float())
+        if not prints:
+            return torch.empty(0, dtype=torch.long), torch.empty(0, self.task.num_labels)
+        all_prints, order = torch.sort(torch.cat(prints))
+        return all_prints, torch.cat(logits)[order]
+
+    def _reuse_or_compute(self, teacher_index: int, ds: Dataset, split: str, device: torch.device,
+                          prints: Tensor) -> Tensor:
+        """A split's logits: rows an earlier pass of the same teacher labelled (a held-out cut of the train split,
+        the same dev set read by another task) are reused, and only the others run through the teacher."""
+        known, known_logits = self._known_rows(self.family(teacher_index))
+        out = torch.empty(len(ds), self.task.num_labels)
+        found = torch.zeros(len(ds), dtype=torch.bool)
+        if known.numel():
+            pos = torch.searchsorted(known, prints).clamp(max=known.numel() - 1)
+            found = known[pos] == prints
+            out[found] = known_logits[pos[found]]
+        missing = (~found).nonzero().flatten().tolist()
+        if found.any():
+            log.info("soft targets: %d of %d rows of %s/%s already labelled by teacher %s", len(ds) - len(missing),
+                     len(ds), self.task.name, split, self.ensemble.teachers[teacher_index].name)
+        if missing:
+            subset = ds.select(missing).remove_columns("row_id").add_column("row_id", list(range(len(missing))))
+            out[missing] = self._compute(teacher_index, subset, split, device)
+        return out
 
     def _batches(self, lengths: Sequence[int]) -> list[list[int]]:
         if self.sort_by_length:
@@ -121,28 +168,32 @@ class SoftTargetStore:
         view, ``student_tokenizer`` its tokenizer): [n_features, T, 2, max_length], float16.
         """
         device = torch.device(device)
-        data_print = split_fingerprint(ds, self.task, labelled=self.task.split_labelled(split))
         if self.kind.name == "qa":
             if features is None or student_tokenizer is None:
                 raise ValueError("QA soft targets are per student window: pass features and student_tokenizer")
+            data_print = split_fingerprint(ds, self.task, labelled=self.task.split_labelled(split))
             return self._qa_split_logits(ds, features, student_tokenizer, view, split, data_print, device)
+        if self.cache is not None:
+            texts_print = split_fingerprint(ds, self.task, labelled=False)
+            prints = torch.tensor(row_fingerprints(ds, self.task), dtype=torch.long)
         per_teacher = []
         for i, t in enumerate(self.ensemble.teachers):
             if self.cache is None:
                 per_teacher.append(self._compute(i, ds, split, device))
                 refuse_non_finite(per_teacher[-1], t.name, self.task.name, split)
                 continue
-            key = self.key(i, split, data_print)
+            key = self.key(i, texts_print)
             cached = self._finite(self.cache.load(key), key)
             if cached is not None and cached.shape == (len(ds), self.task.num_labels):
                 self.hits += 1
                 per_teacher.append(cached)
                 continue
             self.misses += 1
-            log.info("soft targets: running teacher %s on %s/%s (%d rows)", t.name, self.task.name, split, len(ds))
-            logits = self._compute(i, ds, split, device)
+            log.info("soft targets: teacher %s on %s/%s (%d rows)", t.name, self.task.name, split, len(ds))
+            logits = self._reuse_or_compute(i, ds, split, device, prints)
             refuse_non_finite(logits, t.name, self.task.name, split)
-            self.cache.save(key, logits, meta={"teacher": t.name, "source": t.source, "split": split})
+            self.cache.save(key, logits, meta={"teacher": t.name, "source": t.source, "task": self.task.name,
+                                               "split": split}, index=prints)
             per_teacher.append(logits)
         return torch.stack(per_teacher, dim=1)
 
