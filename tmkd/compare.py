@@ -1,7 +1,8 @@
 """``python -m tmkd.compare DIR... --baseline NAME``: methods against a baseline, over seeds and dev examples.
 
 DIRs are run folders, experiment folders (plan.json) or folders above runs (``checkpoints/runs/<experiment>``).
-Runs that differ only in ``seed`` are seeds of one method (see :mod:`tmkd.analysis.runs`); the interval of each
+Runs that differ only in ``seed`` are seeds of one method (see :mod:`tmkd.analysis.runs`); ``LABEL=DIR`` puts a
+folder's runs in the method LABEL instead (repeat it for each seed's run folder). The interval of each
 difference is a two-level bootstrap over seeds and paired dev examples (see :mod:`tmkd.analysis.bootstrap`).
 Writes ``<out>.md``, ``<out>.json`` and ``<out>.png`` and prints the table.
 """
@@ -19,7 +20,8 @@ from tmkd.analysis.runs import GROUPS, CompareError
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tmkd.compare", description=__doc__.split("\n\n")[0])
-    p.add_argument("dirs", nargs="+", metavar="DIR", help="run, experiment or runs folders")
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="run, experiment or runs folders; LABEL=DIR names the "
+                   "method of that folder's runs (e.g. tmkd=RUN_FOLDER, once per seed)")
     p.add_argument("--baseline", required=True, help="the method to compare against (its label, or a unique part)")
     p.add_argument("--metric", default="accuracy", choices=METRICS)
     p.add_argument("--out", default="comparison", help="output prefix: PREFIX.md, PREFIX.json, PREFIX.png")

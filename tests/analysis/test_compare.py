@@ -170,3 +170,28 @@ def test_end_to_end_two_methods_two_seeds_from_real_runs(tmp_path, capsys):
         assert m["scores"] == pytest.approx(reported, abs=1e-6)
     assert prefix.with_suffix(".md").is_file() and prefix.with_suffix(".png").is_file()
     assert "warning" not in capsys.readouterr().err
+
+
+def test_label_equals_dir_names_methods_whose_runs_share_an_experiment_and_run_name(tmp_path):
+    """Two-stage plans whose final stages are runs of one experiment (``stage2`` of qnli_study_m_o_1 in the study's
+    TMKD and control rows) are told apart by the label given on the command line, not by their config."""
+    base = [fake_run(tmp_path, "baseline", s, 0.70) for s in (1, 2)]
+    tmkd = [fake_run(tmp_path, "second", s, 0.85, name="stage2", lr=1e-3) for s in (1, 2)]
+    control = [fake_run(tmp_path, "second", s, 0.72, name="stage2", lr=2e-3) for s in (1, 2)]
+    out = tmp_path / "cmp"
+    args = [*(f"no_kd={f}" for f in base), *(f"tmkd={f}" for f in tmkd), *(f"control={f}" for f in control)]
+    assert main([*args, "--baseline", "no_kd", "--out", str(out), "--replicates", "300"]) == 0
+    methods = json.loads(out.with_suffix(".json").read_text())["splits"]["validation"]["methods"]
+    assert list(methods) == ["no_kd", "control", "tmkd"]
+    assert methods["tmkd"]["runs"] == [str(f) for f in tmkd] and methods["tmkd"]["interval"][0] > 0
+
+
+def test_bad_labels_are_named(tmp_path, capsys):
+    a = fake_run(tmp_path, "baseline", 1, 0.70)
+    b = fake_run(tmp_path, "kd", 1, 0.80)
+    assert main([f"x={a}", f"x={tmp_path / 'runs' / 'kd'}", "--baseline", "x", "--out", str(tmp_path / "c")]) == 2
+    assert "method 'x' has two runs with seed 1" in capsys.readouterr().err
+    assert main([f"={a}", "--baseline", "x", "--out", str(tmp_path / "c")]) == 2
+    assert "write LABEL=DIR with a label and a folder" in capsys.readouterr().err
+    assert main([f"kd={a}", str(b), "--baseline", "kd", "--out", str(tmp_path / "c")]) == 2
+    assert "label(s) ['kd'] name both LABEL=DIR runs and a grouped method" in capsys.readouterr().err

@@ -10,7 +10,17 @@ from typing import Any
 import numpy as np
 
 from tmkd.analysis.bootstrap import Comparison, MethodRuns, compare
-from tmkd.analysis.runs import CompareError, RunInfo, check_reported, discover, group_runs, load_predictions, load_run
+from tmkd.analysis.runs import (
+    CompareError,
+    RunInfo,
+    check_reported,
+    discover,
+    group_runs,
+    label_runs,
+    load_predictions,
+    load_run,
+    split_labelled,
+)
 from tmkd.atomic import atomic_file
 
 
@@ -102,10 +112,19 @@ def _span(ids: np.ndarray) -> str:
 def run_comparison(paths: list[str | Path], baseline: str, metric: str = "accuracy", group: str = "config",
                    splits: list[str] | None = None, replicates: int = 10_000, confidence: float = 0.95,
                    seed: int = 0, allow_missing_seeds: bool = False) -> Result:
-    folders, notes = discover(paths)
-    if not folders:
+    plain, labelled = split_labelled(paths)
+    folders, notes = discover(plain) if plain else ([], [])
+    named: dict[str, list[RunInfo]] = {}
+    for label, path in labelled:
+        found, skipped = discover([path])
+        notes += skipped
+        named.setdefault(label, []).extend(load_run(f) for f in found)
+    if not folders and not any(named.values()):
         raise CompareError(f"no finished run under {[str(p) for p in paths]}")
-    grouped = group_runs([load_run(f) for f in folders], group)
+    empty = sorted(label for label, runs in named.items() if not runs)
+    if empty:
+        raise CompareError(f"no finished run for label(s) {empty}")
+    grouped = label_runs(named, group_runs([load_run(f) for f in folders], group))
     baseline = resolve_baseline(baseline, sorted(grouped))
     methods = {baseline: grouped[baseline], **{m: grouped[m] for m in sorted(grouped) if m != baseline}}
     if allow_missing_seeds:

@@ -185,6 +185,44 @@ def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): json.dumps(node, sort_keys=True, default=str)}
 
 
+def split_labelled(paths: list[str | Path]) -> tuple[list[str | Path], list[tuple[str, str]]]:
+    """``LABEL=DIR`` arguments name their runs' method (e.g. ``tmkd=checkpoints/runs/.../stage2-s1-...``); the
+    rest are found and grouped by the rule. A path that exists as given is never read as a label."""
+    plain: list[str | Path] = []
+    labelled: list[tuple[str, str]] = []
+    for raw in paths:
+        label, sep, folder = str(raw).partition("=")
+        if not sep or Path(str(raw)).exists() or "/" in label:
+            plain.append(raw)
+        elif not label.strip() or not folder:
+            raise CompareError(f"{raw!r}: write LABEL=DIR with a label and a folder")
+        else:
+            labelled.append((label.strip(), folder))
+    return plain, labelled
+
+
+def check_distinct_seeds(label: str, members: list[RunInfo]) -> None:
+    members.sort(key=lambda r: r.seed)
+    for a, b in itertools.pairwise(members):
+        if a.seed == b.seed:
+            raise CompareError(f"method {label!r} has two runs with seed {a.seed}: {a.folder} and {b.folder}; "
+                               "leave one out")
+    for r in members:
+        r.method = label
+
+
+def label_runs(labelled: dict[str, list[RunInfo]], grouped: dict[str, list[RunInfo]]) -> dict[str, list[RunInfo]]:
+    """Methods named on the command line (``LABEL=DIR``) next to the grouped ones; a label may not be used twice."""
+    clash = sorted(set(labelled) & set(grouped))
+    if clash:
+        raise CompareError(f"label(s) {clash} name both LABEL=DIR runs and a grouped method; choose other labels")
+    for label, members in labelled.items():
+        for r in members:
+            r.key = f"label:{label}"
+        check_distinct_seeds(label, members)
+    return {**grouped, **labelled}
+
+
 def group_runs(runs: list[RunInfo], rule: str = "config") -> dict[str, list[RunInfo]]:
     """Methods (label -> runs sorted by seed). Labels are ``<experiment>`` or ``<experiment>/<run name>``; methods
     that share a label get the config keys that tell them apart, e.g. ``finetune_qnli[optim.lr=0.0001]``."""
@@ -213,13 +251,7 @@ def group_runs(runs: list[RunInfo], rule: str = "config") -> dict[str, list[RunI
             extra = f",+{len(differing) - 3}" if len(differing) > 3 else ""
             methods[f"{label}[{','.join(shown)}{extra}]"] = members
     for label, members in methods.items():
-        members.sort(key=lambda r: r.seed)
-        for a, b in itertools.pairwise(members):
-            if a.seed == b.seed:
-                raise CompareError(f"method {label!r} has two runs with seed {a.seed}: {a.folder} and {b.folder}; "
-                                   "leave one out")
-        for r in members:
-            r.method = label
+        check_distinct_seeds(label, members)
     return methods
 
 
