@@ -38,7 +38,21 @@ class Losses(pl.Callback):
             trainer.should_stop = True
 
 
-def run_one(overrides: list[str], steps: int, init_seed: int | None = None) -> list[float]:
+def reinit_modules(model: torch.nn.Module, names: list[str]) -> list[str]:
+    """Re-initialise (the model's own ``_init_weights``) every submodule whose name ends with one of ``names``,
+    e.g. ``pooler.dense``: a pretrained part that was never trained for the task (a hypothesis under test)."""
+    done = []
+    for name, module in model.named_modules():
+        if any(name.endswith(n) for n in names) and any(True for _ in module.parameters(recurse=False)):
+            model._init_weights(module)
+            done.append(name)
+    if names and not done:
+        raise SystemExit(f"--reinit {names}: no such module")
+    return done
+
+
+def run_one(overrides: list[str], steps: int, init_seed: int | None = None, reinit: list[str] | None = None
+            ) -> list[float]:
     """``init_seed`` (default: the run's seed) seeds the model build alone (the new classification head's
     initialisation); the run's ``seed`` keeps the data order and the dropout masks (EpochSeed)."""
     argv = prepare_argv(overrides)
@@ -48,6 +62,8 @@ def run_one(overrides: list[str], steps: int, init_seed: int | None = None) -> l
     if init_seed is not None:
         pl.seed_everything(init_seed, workers=True)
     module, tokenizers = build_module(cfg, task)
+    if reinit:
+        print("re-initialised:", reinit_modules(module.model, reinit), flush=True)
     datamodule = build_datamodule(cfg, task, tokenizers)
     losses = Losses(steps)
     kwargs = {**trainer_kwargs(cfg), "limit_val_batches": 0, "enable_progress_bar": False}
@@ -73,6 +89,8 @@ def main() -> None:
                              "keeps --fixed-seed's initialisation)")
     parser.add_argument("--fixed-seed", type=int, default=42)
     parser.add_argument("--out", default=None, help="JSON file for the raw losses")
+    parser.add_argument("--reinit", nargs="*", default=[],
+                        help="module name suffixes to re-initialise after the build, e.g. pooler.dense")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     variants = [(v.split("=", 1)[0], [o for o in v.split("=", 1)[1].split(",") if o]) for v in args.variant] or [
@@ -86,7 +104,8 @@ def main() -> None:
             run_seed = args.fixed_seed if args.vary == "init" else seed
             init_seed = {"both": None, "init": seed, "data": args.fixed_seed}[args.vary]
             losses = run_one([f"experiment={args.experiment}", f"data.dir={args.data_dir}", f"seed={run_seed}",
-                              "logger=none", f"threads={args.threads}", *extra], args.steps, init_seed)
+                              "logger=none", f"threads={args.threads}", *extra], args.steps, init_seed,
+                             args.reinit)
             raw.setdefault(name, {})[seed] = losses
             windows = [statistics.fmean(losses[i:i + args.window]) for i in range(0, len(losses), args.window)]
             print(f"{name:>12} seed {seed:>3}: " + " ".join(f"{w:.3f}" for w in windows)
