@@ -41,10 +41,15 @@ class Losses(pl.Callback):
 def reinit_modules(model: torch.nn.Module, names: list[str]) -> list[str]:
     """Re-initialise (the model's own ``_init_weights``) every submodule whose name ends with one of ``names``,
     e.g. ``pooler.dense``: a pretrained part that was never trained for the task (a hypothesis under test)."""
+    from tmkd.models.build import fresh_init
+
     done = []
     for name, module in model.named_modules():
         if any(name.endswith(n) for n in names) and any(True for _ in module.parameters(recurse=False)):
-            model._init_weights(module)
+            before = next(module.parameters()).detach().clone()
+            fresh_init(model, module)
+            if torch.equal(before, next(module.parameters())):
+                raise SystemExit(f"--reinit: {name} kept its weights")
             done.append(name)
     if names and not done:
         raise SystemExit(f"--reinit {names}: no such module")

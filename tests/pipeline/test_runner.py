@@ -105,6 +105,24 @@ def test_chaining_keeps_the_head_for_the_same_labels_and_reinitialises_it_for_ot
         build_classifier(ModelSpec(name_or_path=str(source)), get_task("synth_pair"))
 
 
+def test_a_loaded_head_of_the_same_size_for_other_labels_is_really_reinitialised(tmp_path):
+    """SST-2's 2-label head on a 2-label pair task: the sizes match, so from_pretrained loads the old head, and
+    transformers 5's init skips loaded weights; the head must still come out new."""
+    task = get_task("synth_pair")
+    model, tok = build_classifier(ModelSpec(tiny={"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                                  "intermediate_size": 64}), task)
+    model.config.id2label, model.config.label2id = {0: "negative", 1: "positive"}, {"negative": 0, "positive": 1}
+    model.config.architectures = ["BertForSequenceClassification"]
+    with torch.no_grad():
+        model.classifier.weight.fill_(0.5)
+    model.save_pretrained(tmp_path / "sst")
+    tok.save_pretrained(tmp_path / "sst")
+    other, _ = build_classifier(ModelSpec(name_or_path=str(tmp_path / "sst")), task, on_label_mismatch="reinit")
+    assert other.classifier.weight.shape == (2, 32) and not torch.equal(other.classifier.weight,
+                                                                        torch.full((2, 32), 0.5))
+    assert other.config.id2label == {0: "entailment", 1: "not_entailment"}
+
+
 def test_init_from_a_lightning_checkpoint_loads_its_weights_without_pickle(tmp_path):
     plan = plan_for("experiment=finetune_quick", *SMALL, "trainer.max_epochs=1")
     run_plan(plan, report=False)

@@ -206,11 +206,22 @@ def _cap_tokenizer_length(tokenizer: PreTrainedTokenizerBase, model: PreTrainedM
     tokenizer.model_max_length = min(int(tokenizer.model_max_length), usable_positions(model.config))
 
 
+def fresh_init(model: PreTrainedModel, module: torch.nn.Module) -> None:
+    """Re-initialise ``module`` with the model's own ``_init_weights``, also when its weights came from a checkpoint.
+
+    transformers 5's init functions skip tensors flagged ``_is_hf_initialized`` (loaded weights), so a bare
+    ``_init_weights`` call leaves a loaded head as it was; the flags are cleared first."""
+    module._is_hf_initialized = False
+    for tensor in [*module.parameters(recurse=False), *module.buffers(recurse=False)]:
+        tensor._is_hf_initialized = False
+    model._init_weights(module)
+
+
 def reinit_head(model: PreTrainedModel) -> None:
     """Fresh classification head (the model's own init), so no trace of the old labels' head is kept."""
     for name, module in model.named_modules():
         if _is_head(name + ".") and any(True for _ in module.parameters(recurse=False)):
-            model._init_weights(module)
+            fresh_init(model, module)
 
 
 def trained_labels(config: Any) -> list[str] | None:
