@@ -214,9 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         md += ["| model | params | batch 1 (ms) | batch 32 (ms/batch) |", "|---|---|---|---|"]
         for name, entry in latency.items():
             params = (entry.get("model") or {}).get("params")
-            md.append(f"| {name} | {params:,} | {entry['batches']['1']['ms_per_batch']:.1f} | "
-                      f"{entry['batches']['32']['ms_per_batch']:.1f} |" if params else
-                      f"| {name} | ? | {entry['batches']['1']['ms_per_batch']:.1f} | "
+            md.append(f"| {name} | {f'{params:,}' if params else '?'} | {entry['batches']['1']['ms_per_batch']:.1f} | "
                       f"{entry['batches']['32']['ms_per_batch']:.1f} |")
     else:
         md.append("Not measured yet.")

@@ -40,7 +40,7 @@ from tmkd.data.tasks import TaskSpec
 from tmkd.data.tokenize import SEP, encode, tokenizer_fingerprint, view_lengths
 from tmkd.distill.cache import SoftTargetCache
 from tmkd.distill.ensemble import TeacherEnsemble
-from tmkd.fingerprint import cache_key
+from tmkd.fingerprint import cache_key, tensor_checksum
 from tmkd.finite import NonFiniteError
 from tmkd.models.build import usable_positions
 
@@ -173,9 +173,9 @@ class SoftTargetStore:
                 raise ValueError("QA soft targets are per student window: pass features and student_tokenizer")
             data_print = split_fingerprint(ds, self.task, labelled=self.task.split_labelled(split))
             return self._qa_split_logits(ds, features, student_tokenizer, view, split, data_print, device)
-        if self.cache is not None:
-            texts_print = split_fingerprint(ds, self.task, labelled=False)
+        if self.cache is not None:  # one pass over the texts: the split's key is derived from its row prints
             prints = torch.tensor(row_fingerprints(ds, self.task), dtype=torch.long)
+            texts_print = tensor_checksum(prints)
         per_teacher = []
         for i, t in enumerate(self.ensemble.teachers):
             if self.cache is None:
