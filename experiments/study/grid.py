@@ -12,7 +12,7 @@ goes on where it stopped. The tables, ``experiments/results/qnli_study_grid.{md,
 ``metrics.json`` and manifests, never typed; the dev set is not read (``data.holdout``).
 
     python experiments/study/grid.py --data-dir ../shared/data \\
-        --teacher qnli_mpnet_s42=RUN_FOLDER --teacher qnli_minilm_s42=RUN_FOLDER --teacher qnli_minilm_s7=RUN_FOLDER
+        --teacher qnli_mpnet_s42=RUN_FOLDER --teacher qnli_minilm_s42=RUN_FOLDER
     python experiments/study/grid.py ... --dry-run     # the points and their commands, nothing trains
 """
 

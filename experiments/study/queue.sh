@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The QNLI study's compute queue (issue 17, experiments/study/PLAN.md), in order; each step is resumable (plan runs
 # reuse finished runs and resume interrupted ones), so after a stop the same step goes on where it stopped.
-#   experiments/study/queue.sh teachers            # MPNet-base, MiniLM-L6 s42 and s7 (frozen snapshot 45cf3f7)
+#   experiments/study/queue.sh teachers            # MPNet-base and MiniLM-L6 s42 (frozen snapshot 45cf3f7)
 #   COMMIT=<sha> experiments/study/queue.sh grid   # the held-out grid (PLAN.md step 1)
 #   ... write the grid's choice into the study configs (distill/qnli_study.yaml, the epochs of qnli_study_m_o_1 and
 #       qnli_study_baseline, the aggregator of qnli_study_m_o_1_agg) and commit; then, on that commit:
@@ -25,15 +25,14 @@ teacher_folder() {  # the finished finetune_qnli run of this model and seed
 
 teacher_args() {
   echo "--teacher qnli_mpnet_s42=$(teacher_folder all-mpnet-base-v2 42)" \
-       "--teacher qnli_minilm_s42=$(teacher_folder all-MiniLM-L6-v2 42)" \
-       "--teacher qnli_minilm_s7=$(teacher_folder all-MiniLM-L6-v2 7)"
+       "--teacher qnli_minilm_s42=$(teacher_folder all-MiniLM-L6-v2 42)"
 }
 
 case "${1:?teachers | grid | table | report}" in
   teachers)
     THREADS=2 "$here/run_teacher.sh" mpnet_s42 experiment=finetune_qnli model=mpnet_base seed=42 \
       trainer.max_epochs=2 optim.lr=3e-5
-    THREADS=2 "$here/run_teacher.sh" minilm_s7 experiment=finetune_qnli model=minilm_l6 seed=7 trainer.max_epochs=3
+    # MiniLM-L6 s42 finished earlier (same snapshot); s7 was cut for CPU (PLAN.md)
     ;;
   grid)
     # shellcheck disable=SC2046
@@ -42,8 +41,7 @@ case "${1:?teachers | grid | table | report}" in
     ;;
   table)
     all="teachers.qnli_mpnet_s42.name_or_path=$(teacher_folder all-mpnet-base-v2 42)
-         teachers.qnli_minilm_s42.name_or_path=$(teacher_folder all-MiniLM-L6-v2 42)
-         teachers.qnli_minilm_s7.name_or_path=$(teacher_folder all-MiniLM-L6-v2 7)"
+         teachers.qnli_minilm_s42.name_or_path=$(teacher_folder all-MiniLM-L6-v2 42)"
     mpnet="teachers.qnli_mpnet_s42.name_or_path=$(teacher_folder all-mpnet-base-v2 42)"
     common="data.dir=$data logger=csv trainer.enable_progress_bar=false report.enabled=false threads=2"
     for row in baseline:"" one_to_one:"$mpnet" m_o_1:"$all" tmkd:"$all" m_o_1_agg:"$all" m_o_m:"$all" \
