@@ -85,6 +85,7 @@ def teacher_rows(teachers: dict[str, str]) -> list[dict[str, Any]]:
             else None
         out.append({"name": name, "folder": folder, "model": model, "dev": (metrics.get("best") or {}).get(METRIC),
                     "epochs": metrics.get("epochs"), "params": metrics.get("params"),
+                    "fit_seconds_total": metrics.get("fit_seconds_total"),  # all attempts (newer runs only)
                     "last_attempt_fit_seconds": metrics.get("fit_seconds"), "attempts": attempts,
                     "commit": commit_of(f) if (f / "manifest.json").is_file() else "?"})
     return out
@@ -202,11 +203,15 @@ def main(argv: list[str] | None = None) -> int:
     md += [s["command"] for s in status]
     md += ["```", "", "The table above is this command's output:", "", "```bash", compare_cmd, "```", "",
            "## Teachers", "",
-           "| teacher | model | dev accuracy | epochs | params | attempts | last attempt's fit (s) | commit |",
-           "|---|---|---|---|---|---|---|---|"]
+           "| teacher | model | dev accuracy | epochs | params | attempts | fit, all attempts (s) "
+           "| last attempt's fit (s) | commit |", "|---|---|---|---|---|---|---|---|---|"]
     for t in teacher_info:
         md.append(f"| {t['name']} | {t['model']} | {fmt(t['dev'])} | {t['epochs']} | {t['params']:,} | "
-                  f"{t['attempts']} | {t['last_attempt_fit_seconds']} | {t['commit']} |")
+                  f"{t['attempts']} | {t['fit_seconds_total'] or 'not recorded'} | {t['last_attempt_fit_seconds']} | "
+                  f"{t['commit']} |")
+    md += ["", "'Fit, all attempts' is the training time behind the kept progress, summed over the resumes after "
+           "session stops (metrics.json's `fit_seconds_total`); runs trained by a snapshot older than that field "
+           "do not have it, and their attempts are listed instead."]
     md += ["", "## Settings chosen on held-out train rows", ""]
     md += ([f"- {k}: {v}" for k, v in (grid.get("choice") or {}).items()] or ["- the grid has not finished"])
     md += ["", "Grid, rule and every point: [qnli_study_grid.md](qnli_study_grid.md).", "", "## Latency", ""]

@@ -197,6 +197,8 @@ def test_sigterm_stops_the_run_and_the_same_command_resumes_to_the_same_metrics(
     assert "resume (last.ckpt)" in resumed.stdout
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["resumed_from"].endswith("last.ckpt") and metrics["epochs"] == 12
+    # the compute behind the kept progress: the interrupted attempt's saved epochs are carried by last.ckpt
+    assert metrics["fit_seconds_total"] > metrics["fit_seconds"] > 0
 
     # the same run, never interrupted, in another checkpoints folder
     clean = plan_for(*args)
@@ -204,6 +206,7 @@ def test_sigterm_stops_the_run_and_the_same_command_resumes_to_the_same_metrics(
     assert clean_dir != run_dir and clean_dir.name == run_dir.name  # same hash, other root
     results = run_plan(clean, report=False)
     assert results["main"]["best"] == pytest.approx(metrics["best"], abs=1e-6)
+    assert 0 < results["main"]["fit_seconds_total"] <= results["main"]["fit_seconds"]  # one attempt: nothing carried
 
 
 def _default_sigint() -> None:

@@ -93,6 +93,29 @@ class LoaderPosition(pl.Callback):
             loader.load_state_dict(state)
 
 
+class FitClock(pl.Callback):
+    """Training seconds behind the state a run ends in, summed over its attempts (metrics.json's
+    ``fit_seconds_total``; ``fit_seconds`` is the last attempt's alone). Each checkpoint carries the seconds spent to
+    reach it, so a run stopped and resumed reports what its kept progress cost; work redone after the last
+    checkpoint counts once. A checkpoint written before this clock existed starts it at 0."""
+
+    def __init__(self) -> None:
+        self.before = 0.0
+        self.started: float | None = None
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.started = time.perf_counter()
+
+    def total(self) -> float:
+        return self.before + (0.0 if self.started is None else time.perf_counter() - self.started)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seconds": self.total()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.before = float(state_dict.get("seconds", 0.0))
+
+
 class LastCheckpoint(ModelCheckpoint):
     """Owns last.ckpt, the full state an interrupted run resumes from: written after every epoch's validation
     (or at the epoch end when the epoch has none), and mid-epoch every ``minutes`` of training
@@ -202,8 +225,10 @@ def fit(cfg: DictConfig, built: Built, ckpt_path: str | Path | None = None) -> d
     loggers = build_loggers(cfg.logger, out, cfg.run_name, plain(cfg), resume=ckpt_path is not None)
     # FiniteChecks: a diverged (NaN/inf) loss or weight stops the run with an error instead of finishing it; it
     # comes before LastCheckpoint so that a step it flags is not saved as the resume point first
+    clock = FitClock()
     callbacks: list[pl.Callback] = [checkpoint, FiniteChecks(cfg.trainer.get("log_every_n_steps") or 50),
-                                    last_checkpoint(cfg, out / "checkpoints"), EpochSeed(cfg.seed), LoaderPosition()]
+                                    last_checkpoint(cfg, out / "checkpoints"), EpochSeed(cfg.seed), LoaderPosition(),
+                                    clock]
     callbacks += addons
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
@@ -221,6 +246,7 @@ def fit(cfg: DictConfig, built: Built, ckpt_path: str | Path | None = None) -> d
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None,
                 weights_only=not trusted)
     fit_seconds = time.perf_counter() - started
+    fit_seconds_total = clock.total()
     if not checkpoint.best_model_path:
         raise RuntimeError(f"no checkpoint was written (was {main_key} ever logged?); see {out}")
     state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=not trusted)
@@ -237,7 +263,8 @@ def fit(cfg: DictConfig, built: Built, ckpt_path: str | Path | None = None) -> d
     metrics: dict[str, Any] = {
         "experiment": cfg.experiment_name, "run_name": cfg.run_name, "method": cfg.method, "task": task.name,
         "best": evaluated, "best_checkpoint": checkpoint.best_model_path, "epochs": trainer.current_epoch,
-        "fit_seconds": round(fit_seconds, 1), "resumed_from": str(ckpt_path) if ckpt_path else None,
+        "fit_seconds": round(fit_seconds, 1), "fit_seconds_total": round(fit_seconds_total, 1),
+        "resumed_from": str(ckpt_path) if ckpt_path else None,
         "train_examples": len(datamodule.encoded[task.train_split]),
         "main_metric": main_key,  # the task's: the report leads with it
         "params": sum(p.numel() for p in module.export_model().parameters()),
