@@ -97,10 +97,12 @@ class FitClock(pl.Callback):
     """Training seconds behind the state a run ends in, summed over its attempts (metrics.json's
     ``fit_seconds_total``; ``fit_seconds`` is the last attempt's alone). Each checkpoint carries the seconds spent to
     reach it, so a run stopped and resumed reports what its kept progress cost; work redone after the last
-    checkpoint counts once. A checkpoint written before this clock existed starts it at 0."""
+    checkpoint counts once. A run resumed from a checkpoint without a clock (written by an older tmkd) has no total:
+    its earlier time is unknown, and the last attempt alone would undercount it."""
 
     def __init__(self) -> None:
         self.before = 0.0
+        self.loaded = False
         self.started: float | None = None
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -109,11 +111,15 @@ class FitClock(pl.Callback):
     def total(self) -> float:
         return self.before + (0.0 if self.started is None else time.perf_counter() - self.started)
 
+    def kept_total(self, resumed: bool) -> float | None:
+        """:meth:`total`, or None for a resumed run whose checkpoint carried no clock."""
+        return None if resumed and not self.loaded else round(self.total(), 1)
+
     def state_dict(self) -> dict[str, Any]:
         return {"seconds": self.total()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.before = float(state_dict.get("seconds", 0.0))
+        self.before, self.loaded = float(state_dict["seconds"]), True
 
 
 class LastCheckpoint(ModelCheckpoint):
@@ -246,7 +252,7 @@ def fit(cfg: DictConfig, built: Built, ckpt_path: str | Path | None = None) -> d
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None,
                 weights_only=not trusted)
     fit_seconds = time.perf_counter() - started
-    fit_seconds_total = clock.total()
+    fit_seconds_total = clock.kept_total(resumed=ckpt_path is not None)
     if not checkpoint.best_model_path:
         raise RuntimeError(f"no checkpoint was written (was {main_key} ever logged?); see {out}")
     state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=not trusted)
@@ -263,7 +269,7 @@ def fit(cfg: DictConfig, built: Built, ckpt_path: str | Path | None = None) -> d
     metrics: dict[str, Any] = {
         "experiment": cfg.experiment_name, "run_name": cfg.run_name, "method": cfg.method, "task": task.name,
         "best": evaluated, "best_checkpoint": checkpoint.best_model_path, "epochs": trainer.current_epoch,
-        "fit_seconds": round(fit_seconds, 1), "fit_seconds_total": round(fit_seconds_total, 1),
+        "fit_seconds": round(fit_seconds, 1), "fit_seconds_total": fit_seconds_total,
         "resumed_from": str(ckpt_path) if ckpt_path else None,
         "train_examples": len(datamodule.encoded[task.train_split]),
         "main_metric": main_key,  # the task's: the report leads with it
