@@ -3,23 +3,7 @@ difference under 0.5 points is a tie won by the earlier (simpler, default) point
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
-
-GRID = Path(__file__).resolve().parents[2] / "experiments" / "study" / "grid.py"
-
-
-@pytest.fixture(scope="module")
-def grid():
-    spec = importlib.util.spec_from_file_location("study_grid", GRID)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the script's classes are built
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
 
 
 def _points(grid, accuracies):

@@ -3,24 +3,8 @@ its own paired interval, and a claim holds only when that interval excludes 0.""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 from _helpers import fake_run
-
-REPORT = Path(__file__).resolve().parents[2] / "experiments" / "study" / "report.py"
-
-
-@pytest.fixture(scope="module")
-def report():
-    spec = importlib.util.spec_from_file_location("study_report", REPORT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the script's classes are built
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
 
 
 @pytest.mark.parametrize(("diff", "interval", "says"), [
