@@ -66,6 +66,13 @@ def to_device(inputs: Mapping[str, Tensor], device: torch.device) -> dict[str, T
     return {k: v.pin_memory().to(device, non_blocking=True) for k, v in inputs.items()}
 
 
+def row_prints(ds: Dataset, task: TaskSpec) -> tuple[Tensor, str]:
+    """Each row's 64-bit text print and the split's part of a cache key, derived from them: one pass over the
+    texts, and the key every classification entry of these rows is stored under (with the teacher's family)."""
+    prints = torch.tensor(row_fingerprints(ds, task), dtype=torch.long)
+    return prints, tensor_checksum(prints)
+
+
 class SoftTargetStore:
     """Per-split teacher logits [rows, teachers, classes], indexed by the datamodule's ``row_id``."""
 
@@ -173,9 +180,8 @@ class SoftTargetStore:
                 raise ValueError("QA soft targets are per student window: pass features and student_tokenizer")
             data_print = split_fingerprint(ds, self.task, labelled=self.task.split_labelled(split))
             return self._qa_split_logits(ds, features, student_tokenizer, view, split, data_print, device)
-        if self.cache is not None:  # one pass over the texts: the split's key is derived from its row prints
-            prints = torch.tensor(row_fingerprints(ds, self.task), dtype=torch.long)
-            texts_print = tensor_checksum(prints)
+        if self.cache is not None:
+            prints, texts_print = row_prints(ds, self.task)
         per_teacher = []
         for i, t in enumerate(self.ensemble.teachers):
             if self.cache is None:
